@@ -1,0 +1,40 @@
+# Two commands: `make serve` (install, then run the service) and `make test` (install, then run
+# every test). Both work on a fresh Debian machine as root (or with sudo for apt-get).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian tools the tests and benchmark drive: wrk (load), caddy (baseline proxy), prometheus (promtool, server).
+APT_PACKAGES := wrk caddy prometheus
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: serve test install install-test apt bench
+
+serve: install
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install-test apt
+	$(PY) -m pytest -q tests
+
+bench: install-test apt
+	$(PY) -m bench.run
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: requirements.txt
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt requirements.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi

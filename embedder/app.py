@@ -1,0 +1,94 @@
+"""The Flask application factory: wires settings, model, service, routes, errors and metrics.
+
+``create_app()`` loads the model, so under Gunicorn with ``preload_app`` it runs once in the
+master; nothing here runs the model (that happens in ``EmbeddingService.start_worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from metrics import definitions as m
+
+from .config import Settings
+from .errors import ApiError
+from .responses import error_response
+
+log = logging.getLogger("embedder.app")
+
+# HTTP statuses that are not the client's fault, by metrics reason.
+_REASONS = {429: "overloaded", 401: "auth", 503: "timeout"}
+
+
+def build_service(settings: Settings):
+    from .backends import create_backend
+    from .model import load_model
+    from .service import EmbeddingService
+
+    model = load_model(settings)
+    return EmbeddingService(settings, model, create_backend(settings, model))
+
+
+def create_app(settings: Settings | None = None, service=None) -> Flask:
+    settings = settings or Settings.from_env()
+    service = service or build_service(settings)
+
+    app = Flask("embedder")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["embedder"] = service
+
+    from .routes import api
+
+    app.register_blueprint(api)
+    _register_errors(app)
+    _register_metrics(app)
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        m.FAILURES.labels(error.error_type if error.error_type in m.FAILURE_REASONS
+                          else _REASONS.get(error.status, "validation")).inc()
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if error.code in (413,):
+            m.FAILURES.labels("validation").inc()
+        return error_response(ApiError(error.code or 500, error.description or error.name,
+                                       error.name.lower().replace(" ", "_")))
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        m.FAILURES.labels("internal").inc()
+        return error_response(ApiError(500, "internal server error", "internal"))
+
+
+def _register_metrics(app: Flask) -> None:
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+        m.IN_FLIGHT.inc()
+        service = app.extensions["embedder"]
+        if not service.ready:  # outside Gunicorn's hooks (e.g. Flask's test client)
+            service.start_worker()
+
+    @app.after_request
+    def count(response: Response):
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        m.REQUESTS.labels(route, str(response.status_code)).inc()
+        started = g.get("started")
+        if started is not None:
+            m.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.teardown_request
+    def done(_exc):
+        if g.pop("started", None) is not None:
+            m.IN_FLIGHT.dec()

@@ -1,0 +1,88 @@
+"""HTTP routes: the original benchmark's ``/``, TEI's ``/embed``, OpenAI's ``/v1/embeddings``,
+and ``/health``, ``/info``, ``/metrics``."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from flask import Blueprint, Response, current_app, g, request
+
+from metrics.multiprocess import render
+
+from .errors import ApiError
+from .responses import json_response
+from .service import WARMUP_TEXT, Embeddings
+from .validation import EmbedRequest, parse_json, parse_openai, parse_tei
+
+api = Blueprint("api", __name__)
+
+
+def _service():
+    return current_app.extensions["embedder"]
+
+
+def _timing_headers(result: Embeddings) -> dict:
+    """Where the request's time went, in milliseconds, as text-embeddings-inference reports it."""
+    total = time.perf_counter() - g.started
+    return {
+        "x-total-time": f"{total * 1000:.2f}",
+        "x-tokenization-time": f"{result.tokenize_seconds * 1000:.2f}",
+        "x-queue-time": f"{result.queue_seconds * 1000:.2f}",
+        "x-inference-time": f"{result.inference_seconds * 1000:.2f}",
+        "x-input-tokens": str(result.tokens),
+    }
+
+
+@api.get("/")
+def original_benchmark():
+    """Encode "this is a test" like the original Flask benchmark did, through the batcher."""
+    _service().embed(EmbedRequest(texts=[WARMUP_TEXT]))
+    return Response("ok", mimetype="text/plain")
+
+
+@api.post("/embed")
+def embed():
+    service = _service()
+    data = parse_json(request.get_data(cache=False), request.content_type)
+    parsed = parse_tei(data, service.settings, service.model.dimension, service.model.prompts)
+    result = service.embed(parsed)
+    return json_response(result.vectors, headers=_timing_headers(result))
+
+
+@api.post("/v1/embeddings")
+@api.post("/embeddings")
+def openai_embeddings():
+    service = _service()
+    data = parse_json(request.get_data(cache=False), request.content_type)
+    parsed = parse_openai(data, service.settings, service.model.dimension, service.model.vocab_size)
+    result = service.embed(parsed)
+    if parsed.encoding_format == "base64":
+        items = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in result.vectors]
+    else:
+        items = result.vectors
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(items)],
+        "model": service.model.model_id,
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+    }
+    return json_response(body, headers=_timing_headers(result))
+
+
+@api.get("/health")
+def health():
+    if not _service().healthy():
+        raise ApiError(503, "model not loaded or batching thread not running", "unavailable")
+    return json_response({"status": "ok"})
+
+
+@api.get("/info")
+def info():
+    return json_response(_service().info())
+
+
+@api.get("/metrics")
+def metrics():
+    body, content_type = render()
+    return Response(body, content_type=content_type)

@@ -1,0 +1,63 @@
+"""Gunicorn settings and server hooks for embedder.
+
+The master loads the model once (``preload_app``) and never runs it; each worker, after fork,
+sizes its torch threads so that workers x threads = cores, starts its batching thread and warms
+up before it accepts traffic. Command-line flags and ``GUNICORN_CMD_ARGS`` override what is set
+here, as usual.
+"""
+
+import gc
+import logging
+import os
+
+# prometheus_client chooses multiprocess mode when first imported, and preload_app imports the
+# app before any hook runs: prepare the metrics directory here, first.
+from metrics import multiprocess
+
+multiprocess.prepare_dir()
+
+from embedder.config import Settings  # noqa: E402
+
+_settings = Settings.from_env()
+
+loglevel = os.environ.get("EMBEDDER_LOG_LEVEL", "info")
+logging.basicConfig(level=loglevel.upper(),
+                    format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+bind = os.environ.get("EMBEDDER_BIND", "127.0.0.1:8000")
+workers = _settings.default_workers()
+worker_class = "gthread"
+threads = _settings.http_threads
+preload_app = True
+# A forward pass can be long on a busy machine; the heartbeat comes from the worker's main thread.
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+# Two servers on one host must not share the default control socket path.
+control_socket_disable = True
+accesslog = os.environ.get("EMBEDDER_ACCESS_LOG") or None
+
+
+def _service(worker):
+    return worker.wsgi.extensions["embedder"]
+
+
+def when_ready(server):
+    """The app is loaded (preload): freeze it so forked workers keep sharing its pages."""
+    gc.collect()
+    gc.freeze()
+    server.log.info("embedder master %d ready with model loaded; forking %d workers",
+                    os.getpid(), server.cfg.workers)
+
+
+def post_worker_init(worker):
+    """In the worker, after fork: threads, batching thread, warm-up. Runs before accepting."""
+    _service(worker).start_worker(workers=worker.cfg.workers)
+
+
+def child_exit(server, worker):
+    multiprocess.mark_dead(worker.pid)
+
+
+def on_exit(server):
+    multiprocess.remove_dir()

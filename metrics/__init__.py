@@ -1,0 +1,1 @@
+"""Prometheus metrics for embedder: definitions (``definitions``) and multiprocess plumbing (``multiprocess``)."""

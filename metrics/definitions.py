@@ -1,0 +1,42 @@
+"""Every metric the service exports, in one place.
+
+Names use base units (``_seconds``, ``_total``). Latency buckets resolve milliseconds. In
+Gunicorn each worker writes its own samples (prometheus_client multiprocess mode) and
+``/metrics`` adds them up; gauges say how: ``livesum`` counts only live workers.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1,
+                   0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+REQUESTS = Counter("embedder_requests_total", "HTTP requests answered, by route and status code.",
+                   ["route", "code"])
+REQUEST_SECONDS = Histogram("embedder_request_duration_seconds",
+                            "Time from reading a request to answering it, by route.", ["route"],
+                            buckets=LATENCY_BUCKETS)
+INPUTS = Counter("embedder_inputs_total", "Inputs (sentences) embedded.")
+INPUT_TOKENS = Counter("embedder_input_tokens_total",
+                       "Tokens of embedded inputs, special tokens included, after truncation.")
+BATCH_SIZE = Histogram("embedder_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS)
+BATCH_TOKENS = Histogram("embedder_batch_tokens", "Padded tokens (inputs x longest) per forward pass.",
+                         buckets=TOKEN_BUCKETS)
+QUEUE_SECONDS = Histogram("embedder_queue_duration_seconds",
+                          "Time an input waited in its worker's queue before its forward pass began.",
+                          buckets=LATENCY_BUCKETS)
+FORWARD_SECONDS = Histogram("embedder_forward_duration_seconds", "Time of one forward pass.",
+                            buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("embedder_requests_in_flight", "Requests being handled now.",
+                  multiprocess_mode="livesum")
+QUEUED_INPUTS = Gauge("embedder_queued_inputs", "Inputs waiting for a forward pass now.",
+                      multiprocess_mode="livesum")
+FAILURES = Counter("embedder_failures_total",
+                   "Requests that failed, by reason (validation, auth, overloaded, timeout, internal).",
+                   ["reason"])
+WORKERS = Gauge("embedder_workers", "Gunicorn workers alive and serving.", multiprocess_mode="livesum")
+MODEL_INFO = Gauge("embedder_model_info", "The served model; the value is always 1.",
+                   ["model", "backend", "dimension"], multiprocess_mode="livemax")
+
+FAILURE_REASONS = ("validation", "auth", "overloaded", "timeout", "internal")
