@@ -58,13 +58,16 @@ class EmbeddingService:
         self.torch_threads = self.settings.threads_for(self.workers)
         began = time.perf_counter()
         self.backend.start(self.torch_threads)
+        warmup = self.model.token_ids([WARMUP_TEXT], truncate=True)
+        for _ in range(2):  # straight to the backend: warm-up is not traffic, so not in the metrics
+            self.backend.forward(warmup)
         self.batcher.start()
         self.started_pid = os.getpid()
-        for _ in range(2):
-            self.embed(EmbedRequest(texts=[WARMUP_TEXT]))
         self.ready = True
         m.WORKERS.set(1)
         m.MODEL_INFO.labels(self.model.model_id, self.backend.name, str(self.model.dimension)).set(1)
+        for reason in m.FAILURE_REASONS:  # zero series, so rate() and alerts see them from the start
+            m.FAILURES.labels(reason)
         log.info("worker %d ready: %d torch threads, warm-up %.0f ms", os.getpid(),
                  self.torch_threads, (time.perf_counter() - began) * 1000)
 
