@@ -52,7 +52,10 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """In the worker, after fork: threads, batching thread, warm-up. Runs before accepting."""
-    _service(worker).start_worker(workers=worker.cfg.workers)
+    def exit_worker():  # as SIGTERM would: stop accepting, finish what is in flight, exit
+        worker.alive = False
+
+    _service(worker).start_worker(workers=worker.cfg.workers, on_failure=exit_worker)
 
 
 def child_exit(server, worker):

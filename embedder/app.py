@@ -6,6 +6,7 @@ master; nothing here runs the model (that happens in ``EmbeddingService.start_wo
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 
@@ -20,6 +21,8 @@ from .responses import error_response
 
 log = logging.getLogger("embedder.app")
 
+# A refused body is read up to this much before the connection is closed anyway.
+DRAIN_LIMIT = 64 * 1024 * 1024
 # HTTP statuses that are not the client's fault, by metrics reason.
 _REASONS = {429: "overloaded", 401: "auth", 503: "timeout"}
 
@@ -46,7 +49,39 @@ def create_app(settings: Settings | None = None, service=None) -> Flask:
     app.register_blueprint(api)
     _register_errors(app)
     _register_metrics(app)
+    _register_auth(app, settings)
     return app
+
+
+def _drain_body(limit: int = DRAIN_LIMIT) -> None:
+    """Read (and drop) the rest of a refused body, so the client reads our answer, not a reset."""
+    stream = request.environ.get("wsgi.input")
+    read = 0
+    try:
+        while stream is not None and read < limit:
+            chunk = stream.read(64 * 1024)
+            if not chunk:
+                break
+            read += len(chunk)
+    except (OSError, ValueError):
+        pass
+
+
+def _register_auth(app: Flask, settings: Settings) -> None:
+    """Optional bearer API key, compared in constant time."""
+    if not settings.api_key:
+        return
+    expected = settings.api_key.encode()
+    open_routes = {"/health", "/openapi.json"} | ({"/metrics"} if not settings.metrics_require_key else set())
+
+    @app.before_request
+    def require_key():
+        if request.path in open_routes:
+            return
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "auth",
+                           headers={"WWW-Authenticate": 'Bearer realm="embedder"'})
 
 
 def _register_errors(app: Flask) -> None:
@@ -58,10 +93,16 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        if error.code in (413,):
+        headers = {}
+        if error.code == 413:
             m.FAILURES.labels("validation").inc()
-        return error_response(ApiError(error.code or 500, error.description or error.name,
-                                       error.name.lower().replace(" ", "_")))
+            _drain_body()
+            headers["Connection"] = "close"
+        elif error.code == 405 and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        message = f"{error.name}: {error.description}" if error.description else error.name
+        return error_response(ApiError(error.code or 500, message,
+                                       error.name.lower().replace(" ", "_"), headers=headers))
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception):

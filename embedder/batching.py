@@ -78,6 +78,10 @@ class Batcher:
         self._thread: threading.Thread | None = None
         #: perf_counter() when the current forward pass began, None while idle.
         self.busy_since: float | None = None
+        #: Jobs of the batch being run now (so a hung pass can be failed from outside).
+        self._running: list[_Item] = []
+        #: Set once the batcher is given up on; every later submit fails at once.
+        self.broken: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,7 +92,19 @@ class Batcher:
         self._thread.start()
 
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.broken is None and self._thread is not None and self._thread.is_alive()
+
+    def fail_all(self, reason: str) -> None:
+        """Give up: fail every waiting request now rather than let it hang (watchdog)."""
+        with self._cond:
+            self.broken = reason
+            error = BatcherUnavailable(reason)
+            for item in [*self._running, *self._queue]:
+                if item.job.remaining > 0:
+                    item.job.error, item.job.remaining = error, 0
+                    item.job.done.set()
+            m.QUEUED_INPUTS.dec(len(self._queue))
+            self._queue.clear()
 
     def stalled_for(self) -> float:
         """Seconds the current forward pass has been running (0 when idle)."""
@@ -107,6 +123,8 @@ class Batcher:
         job = _Job(len(token_ids), self.dimension)
         items = [_Item(job, row, ids) for row, ids in enumerate(token_ids)]
         with self._cond:
+            if self.broken is not None:
+                raise BatcherUnavailable(self.broken)
             if self._queue and len(self._queue) + len(items) > self.max_queued_inputs:
                 raise Overloaded(f"{len(self._queue)} inputs already queued in this worker")
             self._queue.extend(items)
@@ -163,6 +181,7 @@ class Batcher:
                 while not self._queue:
                     self._cond.wait()
                 items = self._take()
+                self._running = items
             started = time.perf_counter()
             for item in items:
                 if item.job.remaining > 0:
@@ -170,6 +189,8 @@ class Batcher:
                     m.QUEUE_SECONDS.observe(started - item.job.enqueued)
             for chunk in self._chunks(items):
                 self._run_chunk(chunk)
+            with self._cond:
+                self._running = []
 
     def _run_chunk(self, chunk: list[_Item]) -> None:
         batch = [item.ids for item in chunk]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 PREFIX = "EMBEDDER_"
@@ -97,6 +97,12 @@ class Settings:
     max_input_chars: int = 20000
     #: Most bytes in one request body.
     max_body_bytes: int = 4 * 1024 * 1024
+    #: Seconds one forward pass may run before the worker is declared hung and replaced.
+    stall_timeout: float = 60.0
+    #: If set, every route but /health and /openapi.json needs ``Authorization: Bearer <key>``.
+    api_key: str = field(default="", repr=False)
+    #: Whether /metrics needs the API key too (when one is set).
+    metrics_require_key: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -114,8 +120,8 @@ class Settings:
                 raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.workers < 0 or self.torch_threads < 0:
             raise ValueError(f"{PREFIX}WORKERS and {PREFIX}TORCH_THREADS must be 0 (auto) or more")
-        if self.request_timeout <= 0:
-            raise ValueError(f"{PREFIX}REQUEST_TIMEOUT must be positive")
+        if self.request_timeout <= 0 or self.stall_timeout <= 0:
+            raise ValueError(f"{PREFIX}REQUEST_TIMEOUT and {PREFIX}STALL_TIMEOUT must be positive")
 
     def model_path(self) -> Path:
         if self.model:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -49,8 +50,12 @@ class EmbeddingService:
         self.workers = settings.default_workers()
         self.torch_threads = settings.threads_for(self.workers)
 
-    def start_worker(self, workers: int | None = None) -> None:
-        """In a worker after fork: size threads, start batching, warm up, then report ready."""
+    def start_worker(self, workers: int | None = None, on_failure=None) -> None:
+        """In a worker after fork: size threads, warm up, start batching, then report ready.
+
+        ``on_failure`` is called once if the batching thread dies or hangs (Gunicorn passes a
+        callback that makes the worker exit, so the master replaces it).
+        """
         if self.started_pid == os.getpid():
             return
         if workers:
@@ -64,6 +69,8 @@ class EmbeddingService:
         self.batcher.start()
         self.started_pid = os.getpid()
         self.ready = True
+        threading.Thread(target=self._watch, args=(on_failure,), name="embedder-watchdog",
+                         daemon=True).start()
         m.WORKERS.set(1)
         m.MODEL_INFO.labels(self.model.model_id, self.backend.name, str(self.model.dimension)).set(1)
         for reason in m.FAILURE_REASONS:  # zero series, so rate() and alerts see them from the start
@@ -72,7 +79,24 @@ class EmbeddingService:
                  self.torch_threads, (time.perf_counter() - began) * 1000)
 
     def healthy(self) -> bool:
-        return self.ready and self.batcher.running()
+        return (self.ready and self.batcher.running()
+                and self.batcher.stalled_for() < self.settings.stall_timeout)
+
+    def _watch(self, on_failure) -> None:
+        """Turn a dead or hung batching thread into failed requests and a worker restart."""
+        while True:
+            time.sleep(min(1.0, self.settings.stall_timeout / 4))
+            if self.healthy():
+                continue
+            reason = ("batching thread died" if self.batcher.broken is None and not self.batcher.running()
+                      else f"forward pass running for over {self.settings.stall_timeout:g} s")
+            log.error("worker %d unhealthy: %s; failing its requests and exiting", os.getpid(), reason)
+            self.ready = False
+            m.WORKERS.set(0)
+            self.batcher.fail_all(reason)
+            if on_failure is not None:
+                on_failure()
+            return
 
     def info(self) -> dict:
         from . import __version__

@@ -33,10 +33,10 @@ IN_FLIGHT = Gauge("embedder_requests_in_flight", "Requests being handled now.",
 QUEUED_INPUTS = Gauge("embedder_queued_inputs", "Inputs waiting for a forward pass now.",
                       multiprocess_mode="livesum")
 FAILURES = Counter("embedder_failures_total",
-                   "Requests that failed, by reason (validation, auth, overloaded, timeout, internal).",
+                   "Requests that failed, by reason (validation, auth, overloaded, timeout, unavailable, internal).",
                    ["reason"])
 WORKERS = Gauge("embedder_workers", "Gunicorn workers alive and serving.", multiprocess_mode="livesum")
 MODEL_INFO = Gauge("embedder_model_info", "The served model; the value is always 1.",
                    ["model", "backend", "dimension"], multiprocess_mode="livemax")
 
-FAILURE_REASONS = ("validation", "auth", "overloaded", "timeout", "internal")
+FAILURE_REASONS = ("validation", "auth", "overloaded", "timeout", "unavailable", "internal")

@@ -35,8 +35,9 @@ def children(pid: int) -> list[int]:
 class Server:
     """One Gunicorn master with its workers, on a free port on 127.0.0.1, logging to a file."""
 
-    def __init__(self, workers: int = 2, env: dict | None = None, args: tuple = ()):
+    def __init__(self, workers: int = 2, env: dict | None = None, args: tuple = (), app: str = "wsgi:app"):
         self.workers = workers
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDDER_WORKERS": str(workers),
@@ -46,7 +47,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> "Server":
-        self.proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", *self.args, "wsgi:app"],
+        self.proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", *self.args, self.app],
                                      cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.wait_ready(timeout)
