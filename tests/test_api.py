@@ -183,9 +183,12 @@ def test_preload_loads_the_model_once_in_the_master(server):
     assert rss_kb > 150_000
 
 
-def test_multithreaded_worker_does_not_hang():
-    """Fork safety: a worker with 2 torch threads answers (the master never ran the model)."""
-    with Server(workers=1, env={"EMBEDDER_TORCH_THREADS": "2"}) as srv:
+def test_multithreaded_worker_does_not_hang_and_gunicorn_flags_win():
+    """Fork safety: a worker with 2 torch threads answers (the master never ran the model).
+    GUNICORN_CMD_ARGS overrides EMBEDDER_WORKERS, and /info reports what really runs."""
+    env = {"EMBEDDER_TORCH_THREADS": "2", "EMBEDDER_WORKERS": "3", "GUNICORN_CMD_ARGS": "--workers 1"}
+    with Server(workers=1, env=env) as srv:
+        assert len(srv.worker_pids()) == 1
         info = requests.get(srv.url + "/info", timeout=30).json()
         assert info["torch_threads_per_worker"] == 2 and info["workers"] == 1
         started = time.monotonic()
