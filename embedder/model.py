@@ -85,6 +85,9 @@ def load_model(settings: Settings) -> LoadedModel:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.normalize import Normalize
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no progress bars in server logs
 
     path = settings.model_path()
     if not path.is_dir():

@@ -47,6 +47,8 @@ class EmbeddingService:
                                max_queued_inputs=settings.max_queued_inputs)
         self.ready = False
         self.started_pid: int | None = None
+        #: Token ids of GET /'s sentence, tokenized once.
+        self.warmup_ids = model.token_ids([WARMUP_TEXT], truncate=True)
         self.workers = settings.default_workers()
         self.torch_threads = settings.threads_for(self.workers)
 
@@ -63,9 +65,8 @@ class EmbeddingService:
         self.torch_threads = self.settings.threads_for(self.workers)
         began = time.perf_counter()
         self.backend.start(self.torch_threads)
-        warmup = self.model.token_ids([WARMUP_TEXT], truncate=True)
         for _ in range(2):  # straight to the backend: warm-up is not traffic, so not in the metrics
-            self.backend.forward(warmup)
+            self.backend.forward(self.warmup_ids)
         self.batcher.start()
         self.started_pid = os.getpid()
         self.ready = True
