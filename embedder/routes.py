@@ -1,5 +1,5 @@
 """HTTP routes: the original benchmark's ``/``, TEI's ``/embed``, OpenAI's ``/v1/embeddings``,
-and ``/health``, ``/info``, ``/metrics``."""
+and ``/health``, ``/info``, ``/metrics``, ``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from metrics.multiprocess import render
 
+from . import openapi
 from .errors import ApiError
 from .responses import json_response
 from .service import WARMUP_TEXT, Embeddings
@@ -86,3 +87,8 @@ def info():
 def metrics():
     body, content_type = render()
     return Response(body, content_type=content_type)
+
+
+@api.get("/openapi.json")
+def openapi_document():
+    return Response(openapi.document_bytes(_service()), mimetype="application/json")

@@ -134,7 +134,8 @@ class EmbeddingService:
             else:
                 ids = self.model.wrap_ids(request.token_ids, request.truncate)
         except InputTooLong as exc:
-            raise ApiError(422, f"{exc}; send truncate=true to cut it", param="inputs") from None
+            raise ApiError(422, f"'inputs[{exc.index}]' has {exc.tokens} tokens, more than the model's "
+                           f"{exc.limit}; send truncate=true to cut it", param="inputs") from None
         tokenized = time.perf_counter()
         try:
             result = self.batcher.submit(ids, self.settings.request_timeout)

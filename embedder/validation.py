@@ -56,11 +56,24 @@ def _bool(data: dict, name: str, default: bool) -> bool:
     return value
 
 
+def _integer(value) -> int | None:
+    """An int, or a float without fraction (JSON, and so JSON Schema, does not tell 64 from 64.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ids(value) -> list[int] | None:
+    ids = [_integer(v) for v in value] if isinstance(value, list) and value else [None]
+    return None if None in ids else ids
+
+
 def _dimensions(data: dict, model_dimension: int) -> int | None:
     value = data.get("dimensions")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _integer(value)
+    if value is None:
         raise ApiError(UNPROCESSABLE, "'dimensions' must be an integer", param="dimensions")
     if not 1 <= value <= model_dimension:
         raise ApiError(UNPROCESSABLE, f"'dimensions' must be between 1 and {model_dimension}",
@@ -91,10 +104,9 @@ def _check_count(count: int, name: str, settings: Settings) -> None:
 
 
 def _token_ids(value: list, settings: Settings, vocab_size: int) -> list[list[int]]:
-    lists = [value] if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
-        else value
-    if not all(isinstance(ids, list) and ids and all(isinstance(v, int) and not isinstance(v, bool)
-                                                     for v in ids) for ids in lists):
+    single = _ids(value)
+    lists = [single] if single is not None else [_ids(ids) for ids in value]
+    if any(ids is None for ids in lists):
         raise ApiError(UNPROCESSABLE, "'input' must be a string, a list of strings, a list of "
                        "token ids or a list of lists of token ids, with nothing empty", param="input")
     _check_count(len(lists), "input", settings)
@@ -130,8 +142,10 @@ def parse_openai(data: dict, settings: Settings, dimension: int, vocab_size: int
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(UNPROCESSABLE, "'model' must be a string", param="model")
-    encoding_format = data.get("encoding_format") or "float"
-    if encoding_format not in ("float", "base64"):
+    encoding_format = data.get("encoding_format")
+    if encoding_format is None:
+        encoding_format = "float"
+    if not isinstance(encoding_format, str) or encoding_format not in ("float", "base64"):
         raise ApiError(UNPROCESSABLE, "'encoding_format' must be 'float' or 'base64'",
                        param="encoding_format")
     value = data["input"]

@@ -1,0 +1,282 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Hand-maintained beside the code it describes (routes.py, validation.py, errors.py, app.py):
+change one, change this. The limits in the schemas (inputs per request, characters per input,
+``dimensions``, token ids) and the security requirements come from the running settings and
+model, so the document is true for this deployment and Schemathesis can check the server
+against the limits it really enforces (tests/test_openapi.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import orjson
+
+from . import __version__
+
+JSON = "application/json"
+NATIVE, OPENAI = "native", "openai"
+
+# error_type (native) / error.code (OpenAI) that each error status carries (errors.py, app.py).
+ERROR_TYPES = {
+    400: ["validation"],
+    401: ["auth"],
+    404: ["not_found"],
+    405: ["method_not_allowed"],
+    413: ["request_entity_too_large"],
+    415: ["validation"],
+    422: ["validation"],
+    429: ["overloaded"],
+    500: ["internal"],
+    503: ["timeout", "unavailable"],
+}
+# OpenAI's error.type for each error_type (errors.OPENAI_TYPES; HTTP errors fall back to the first).
+OPENAI_TYPES = ["invalid_request_error", "authentication_error", "rate_limit_error", "server_error"]
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed JSON: invalid syntax, invalid UTF-8, NaN/Infinity, lone surrogates, numbers "
+         "out of range or nesting deeper than 1024 levels.",
+    401: "Missing or wrong API key (only when EMBEDDER_API_KEY is set).",
+    404: "No such route.",
+    405: "Method not allowed on this route; `Allow` lists the methods that are.",
+    413: "Request body larger than EMBEDDER_MAX_BODY_BYTES.",
+    415: "Content-Type is missing or not application/json.",
+    422: "Well-formed JSON that breaks a rule: a missing field, a wrong type, an empty list or "
+         "string, a limit (EMBEDDER_MAX_INPUTS, EMBEDDER_MAX_INPUT_CHARS), `dimensions` out of "
+         "range, an unknown `prompt_name`, a token id outside the vocabulary, or an input over the "
+         "model's token limit with `truncate: false`. The message names the field.",
+    429: "This worker's queue is full (EMBEDDER_MAX_QUEUED_INPUTS); retry after `Retry-After` seconds.",
+    500: "Internal error (no details are exposed).",
+    503: "Waited longer than EMBEDDER_REQUEST_TIMEOUT (`timeout`) or the worker is not serving "
+         "(`unavailable`).",
+}
+
+
+def _nullable(schema: dict) -> dict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _native_error(status: int) -> dict:
+    return {"type": "object", "required": ["error", "error_type"], "additionalProperties": False,
+            "properties": {"error": {"type": "string", "minLength": 1},
+                           "error_type": {"type": "string", "enum": ERROR_TYPES[status]}}}
+
+
+def _openai_error(status: int) -> dict:
+    inner = {"type": "object", "required": ["message", "type", "param", "code"],
+             "additionalProperties": False,
+             "properties": {"message": {"type": "string", "minLength": 1},
+                            "type": {"type": "string", "enum": OPENAI_TYPES},
+                            "param": {"type": ["string", "null"]},
+                            "code": {"type": "string", "enum": ERROR_TYPES[status]}}}
+    return {"type": "object", "required": ["error"], "additionalProperties": False,
+            "properties": {"error": inner}}
+
+
+def _header(description: str, pattern: str | None = None) -> dict:
+    schema = {"type": "string"} if pattern is None else {"type": "string", "pattern": pattern}
+    return {"description": description, "required": True, "schema": schema}
+
+
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": _header("The scheme to use: `Bearer`.", r"^Bearer")},
+    405: {"Allow": _header("The methods this route answers.")},
+    429: {"Retry-After": _header("Seconds to wait before retrying.", r"^[0-9]+$")},
+}
+_MS = r"^[0-9]+(\.[0-9]+)?$"
+_TIMING_HEADERS = {
+    "x-total-time": _header("Milliseconds in the server for this request.", _MS),
+    "x-tokenization-time": _header("Milliseconds spent tokenizing.", _MS),
+    "x-queue-time": _header("Milliseconds waiting for the batching thread.", _MS),
+    "x-inference-time": _header("Milliseconds in the forward pass.", _MS),
+    "x-input-tokens": _header("Tokens read, special tokens included.", r"^[0-9]+$"),
+}
+
+
+def _error_response(status: int, shape: str) -> dict:
+    schema = _native_error(status) if shape == NATIVE else _openai_error(status)
+    response = {"description": ERROR_DESCRIPTIONS[status], "content": {JSON: {"schema": schema}}}
+    if status in _ERROR_HEADERS:
+        response["headers"] = _ERROR_HEADERS[status]
+    return response
+
+
+def _responses(ok: dict, errors: list[int], shape: str = NATIVE, *, auth: bool = False) -> dict:
+    responses = {"200": ok}
+    for status in sorted(errors + ([401] if auth else [])):
+        responses[str(status)] = {"$ref": f"#/components/responses/{shape}{status}"}
+    return responses
+
+
+def _json_ok(description: str, schema: dict, headers: dict | None = None) -> dict:
+    ok = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        ok["headers"] = headers
+    return ok
+
+
+def _text_ok(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"text/plain": {"schema": schema}}}
+
+
+def _body(schema_name: str) -> dict:
+    return {"required": True, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
+
+
+def build(settings, model) -> dict:
+    """The document for these settings (limits, API key) and this model (dimension, vocabulary)."""
+    dim, vocab, chars = model.dimension, model.vocab_size, settings.max_input_chars
+    keyed = bool(settings.api_key)
+    bearer = [{"bearerAuth": []}] if keyed else []
+    metrics_keyed = keyed and settings.metrics_require_key
+    embedding_errors = [400, 413, 415, 422, 429, 500, 503]
+
+    text = {"type": "string", "minLength": 1, "maxLength": chars,
+            "description": f"At most {chars} characters (EMBEDDER_MAX_INPUT_CHARS); "
+                           f"longer than {model.max_input_tokens} tokens is cut or refused, see `truncate`."}
+    texts = {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": {"$ref": "#/components/schemas/Text"},
+             "description": f"At most {settings.max_inputs} inputs per request (EMBEDDER_MAX_INPUTS)."}
+    token_id = {"type": "integer", "minimum": 0, "maximum": vocab - 1}
+    token_ids = {"type": "array", "minItems": 1, "items": token_id,
+                 "description": "One input as token ids, without special tokens; cut to the model's limit."}
+    dimensions = _nullable({"type": "integer", "minimum": 1, "maximum": dim,
+                            "description": f"Keep the first N of {dim} dimensions (then normalize)."})
+    prompts = sorted(model.prompts)
+    prompt_name = _nullable({"type": "string", "enum": prompts}) if prompts else {"type": "null"}
+    vector = {"type": "array", "minItems": 1, "maxItems": dim, "items": {"type": "number"}}
+
+    schemas = {
+        "Text": text,
+        "EmbedRequest": {
+            "type": "object", "required": ["inputs"],
+            "description": "text-embeddings-inference's request. Unknown fields are ignored.",
+            "properties": {
+                "inputs": {"anyOf": [{"$ref": "#/components/schemas/Text"}, texts]},
+                "normalize": _nullable({"type": "boolean", "default": True,
+                                        "description": "Scale each vector to unit length."}),
+                "truncate": _nullable({"type": "boolean", "default": True,
+                                       "description": f"Cut inputs over {model.max_input_tokens} tokens; "
+                                                      "false refuses them with 422."}),
+                "dimensions": dimensions,
+                "prompt_name": prompt_name,
+            },
+        },
+        "OpenAIEmbeddingRequest": {
+            "type": "object", "required": ["input"],
+            "description": "OpenAI's request. `model`, `user` and other fields are accepted and ignored; "
+                           "inputs over the token limit are cut.",
+            "properties": {
+                "input": {"anyOf": [
+                    {"$ref": "#/components/schemas/Text"}, texts, token_ids,
+                    {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": token_ids},
+                ]},
+                "model": _nullable({"type": "string"}),
+                "encoding_format": _nullable({"type": "string", "enum": ["float", "base64"], "default": "float",
+                                              "description": "base64: little-endian float32 bytes."}),
+                "dimensions": dimensions,
+            },
+        },
+        "EmbedResponse": {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": vector,
+                          "description": "One vector per input, in input order."},
+        "OpenAIEmbeddingResponse": {
+            "type": "object", "required": ["object", "data", "model", "usage"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": {
+                    "type": "object", "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer", "minimum": 0},
+                        "embedding": {"anyOf": [vector, {"type": "string", "contentEncoding": "base64"}]},
+                    }}},
+                "model": {"type": "string"},
+                "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                          "properties": {"prompt_tokens": {"type": "integer", "minimum": 1},
+                                         "total_tokens": {"type": "integer", "minimum": 1}}},
+            },
+        },
+        "Info": {
+            "type": "object",
+            "required": ["model_id", "dimension", "max_input_tokens", "backend", "workers",
+                         "torch_threads_per_worker", "max_inputs", "max_input_chars", "max_body_bytes", "version"],
+            "properties": {
+                "model_id": {"type": "string"}, "dimension": {"type": "integer"},
+                "max_input_tokens": {"type": "integer"}, "normalized_by_model": {"type": "boolean"},
+                "prompts": {"type": "array", "items": {"type": "string"}}, "backend": {"type": "string"},
+                "workers": {"type": "integer"}, "torch_threads_per_worker": {"type": "integer"},
+                "pid": {"type": "integer"}, "max_batch_size": {"type": "integer"},
+                "max_batch_tokens": {"type": "integer"}, "max_queued_inputs": {"type": "integer"},
+                "max_inputs": {"type": "integer"}, "max_input_chars": {"type": "integer"},
+                "max_body_bytes": {"type": "integer"}, "request_timeout": {"type": "number"},
+                "version": {"type": "string"},
+            },
+        },
+    }
+    responses = {f"{shape}{status}": _error_response(status, shape)
+                 for shape in (NATIVE, OPENAI) for status in ERROR_TYPES}
+
+    def op(summary, ok, errors, *, shape=NATIVE, secured=keyed, body=None):
+        operation = {"summary": summary, "security": bearer if secured else [],
+                     "responses": _responses(ok, errors, shape, auth=secured)}
+        if body:
+            operation["requestBody"] = _body(body)
+        return operation
+
+    openai_op = op("Embed texts or token ids (OpenAI's shape)",
+                   _json_ok("The vectors.", {"$ref": "#/components/schemas/OpenAIEmbeddingResponse"},
+                            _TIMING_HEADERS),
+                   embedding_errors, shape=OPENAI, body="OpenAIEmbeddingRequest")
+    paths = {
+        "/": {"get": op('Encode "this is a test", as the original Flask benchmark did',
+                        _text_ok("Always `ok`.", {"type": "string", "const": "ok"}), [429, 500, 503])},
+        "/embed": {"post": op("Embed texts (text-embeddings-inference's shape)",
+                              _json_ok("The vectors.", {"$ref": "#/components/schemas/EmbedResponse"},
+                                       _TIMING_HEADERS),
+                              embedding_errors, body="EmbedRequest")},
+        "/v1/embeddings": {"post": openai_op},
+        "/embeddings": {"post": {**openai_op, "summary": "Same as /v1/embeddings"}},
+        "/health": {"get": op("Liveness: the model is loaded and the batching thread runs",
+                              _json_ok("Healthy.", {"type": "object", "required": ["status"],
+                                                    "properties": {"status": {"const": "ok"}}}),
+                              [500, 503], secured=False)},
+        "/info": {"get": op("Model, limits and worker layout",
+                            _json_ok("The settings in force.", {"$ref": "#/components/schemas/Info"}), [500])},
+        "/metrics": {"get": op("Prometheus metrics, summed over all workers",
+                               _text_ok("Prometheus text exposition format.", {"type": "string"}), [500],
+                               secured=metrics_keyed)},
+        "/openapi.json": {"get": op("This document",
+                                    _json_ok("OpenAPI 3.1.", {"type": "object", "required": ["openapi", "paths"]}),
+                                    [500], secured=False)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "embedder",
+            "version": __version__,
+            "description": (
+                f"Sentence embeddings from {model.model_id} ({dim} dimensions). Errors are JSON: "
+                '`{"error": str, "error_type": str}` on native routes and OpenAI\'s '
+                '`{"error": {"message", "type", "param", "code"}}` on /v1/embeddings and /embeddings, '
+                "also for unknown routes (404, `not_found`) and methods (405, `method_not_allowed`, "
+                "with `Allow`)."
+                + (" Every route but /health, /openapi.json"
+                   + ("" if metrics_keyed else " and /metrics")
+                   + " needs `Authorization: Bearer <EMBEDDER_API_KEY>`." if keyed else "")
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": responses,
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "The key set in EMBEDDER_API_KEY; required only when it is set."}},
+        },
+    }
+
+
+@functools.cache
+def document_bytes(service) -> bytes:
+    """The document as JSON, built once per worker's service (settings and model do not change)."""
+    return orjson.dumps(build(service.settings, service.model))

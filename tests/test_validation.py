@@ -1,0 +1,294 @@
+"""Every bad-input class gets a clear 4xx JSON error in its API's shape, never a 500, and the
+server keeps answering normally (same worker, right vectors) after each of them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import requests
+
+from serverproc import Server
+
+MAX_INPUTS, MAX_CHARS, MAX_BODY = 8, 2000, 65536
+NATIVE, OPENAI = "/embed", "/v1/embeddings"
+JSON_CT = {"Content-Type": "application/json"}
+LONG_TEXT = "word " * 300  # 1500 characters, 300 tokens: over the model's 256
+
+
+@pytest.fixture(scope="module")
+def srv():
+    env = {"EMBEDDER_MAX_INPUTS": str(MAX_INPUTS), "EMBEDDER_MAX_INPUT_CHARS": str(MAX_CHARS),
+           "EMBEDDER_MAX_BODY_BYTES": str(MAX_BODY)}
+    with Server(workers=1, env=env) as server:
+        server.reference = requests.post(server.url + NATIVE, json={"inputs": "hello world"},
+                                         timeout=60).json()[0]
+        server.first_pids = server.worker_pids()
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def still_serving(srv):
+    """After each test: the same worker answers a normal request with the same vector."""
+    yield
+    r = requests.post(srv.url + NATIVE, json={"inputs": "hello world"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert np.abs(np.array(r.json()[0]) - np.array(srv.reference)).max() < 1e-6
+    assert srv.worker_pids() == srv.first_pids, "the worker crashed and was replaced"
+    assert "Traceback" not in srv.log(), srv.log()
+
+
+def send(srv, path, body=None, *, raw: bytes | None = None, headers=JSON_CT, method="POST"):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    return requests.request(method, srv.url + path, data=data, headers=headers, timeout=60)
+
+
+def check_error(r, status: int, path: str, field: str | None = None) -> str:
+    """Status, JSON content type and the error shape of the route's API; returns the message."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["Content-Type"] == "application/json"
+    body = r.json()
+    if path in ("/v1/embeddings", "/embeddings"):
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        message, code = body["error"]["message"], body["error"]["code"]
+        assert body["error"]["type"] in ("invalid_request_error", "authentication_error",
+                                         "rate_limit_error", "server_error")
+        if field:
+            assert body["error"]["param"] == field, body
+    else:
+        assert set(body) == {"error", "error_type"}, body
+        message, code = body["error"], body["error_type"]
+    assert isinstance(message, str) and message and isinstance(code, str) and code
+    assert "Traceback" not in message and ".py" not in message, message
+    if field:
+        assert field in message, message
+    return message
+
+
+# -- the body is not JSON, or not JSON we read ----------------------------------------------
+
+RAW_BAD_JSON = [
+    b"{not json",
+    b"",
+    b'{"inputs": "a",}',
+    b'{"inputs": "\xff\xfe bad utf-8"}',
+    b'{"inputs": "caf\xc3"}',
+    b'{"inputs": "x", "dimensions": NaN}',
+    b'{"inputs": "x", "dimensions": Infinity}',
+    b'{"inputs": "x", "dimensions": -Infinity}',
+    b'{"inputs": "lone \\ud800 surrogate"}',
+    b'{"inputs": "lone \\udfff low surrogate"}',
+    b'{"inputs": "x", "dimensions": 1e400}',
+    b'{"inputs": ' + b"[" * 30000 + b"]" * 30000 + b"}",  # under the body limit, too deep
+]
+
+
+@pytest.mark.parametrize("path", [NATIVE, OPENAI])
+@pytest.mark.parametrize("raw", RAW_BAD_JSON, ids=lambda b: repr(b[:30]))
+def test_malformed_json_is_400(srv, path, raw):
+    raw = raw.replace(b'"inputs"', b'"input"') if path == OPENAI else raw
+    check_error(send(srv, path, raw=raw), 400, path)
+
+
+@pytest.mark.parametrize("path", [NATIVE, OPENAI, "/embeddings"])
+@pytest.mark.parametrize("headers", [{"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"},
+                                     {"Content-Type": "application/jsonx"}, {}], ids=str)
+def test_wrong_or_missing_content_type_is_415(srv, path, headers):
+    key = "input" if path != NATIVE else "inputs"
+    r = send(srv, path, raw=json.dumps({key: "x"}).encode(), headers=headers)
+    check_error(r, 415, path, "Content-Type")
+
+
+def test_content_type_parameters_are_fine(srv):
+    r = send(srv, NATIVE, {"inputs": "x"}, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("path", [NATIVE, OPENAI])
+@pytest.mark.parametrize("body", [[], ["inputs"], "inputs", 1, None, True], ids=repr)
+def test_body_must_be_an_object(srv, path, body):
+    check_error(send(srv, path, raw=json.dumps(body).encode()), 422, path)
+
+
+# -- wrong types and values, field by field ---------------------------------------------------
+
+NATIVE_CASES = [
+    ({"text": "x"}, "inputs"),
+    ({"inputs": None}, "inputs"),
+    ({"inputs": 1}, "inputs"),
+    ({"inputs": True}, "inputs"),
+    ({"inputs": {"a": "b"}}, "inputs"),
+    ({"inputs": []}, "inputs"),
+    ({"inputs": ""}, "inputs"),
+    ({"inputs": ["ok", ""]}, "inputs"),
+    ({"inputs": [1, 2]}, "inputs"),
+    ({"inputs": ["a", None]}, "inputs"),
+    ({"inputs": [["a"]]}, "inputs"),
+    ({"inputs": {"a": [1, {"b": [None, {"c": []}]}]}}, "inputs"),
+    ({"inputs": ["x"] * (MAX_INPUTS + 1)}, "inputs"),
+    ({"inputs": "x" * (MAX_CHARS + 1)}, "inputs"),
+    ({"inputs": ["ok", "é" * (MAX_CHARS + 1)]}, "inputs"),
+    ({"inputs": LONG_TEXT, "truncate": False}, "inputs"),
+    ({"inputs": "x", "normalize": "yes"}, "normalize"),
+    ({"inputs": "x", "normalize": 1}, "normalize"),
+    ({"inputs": "x", "normalize": []}, "normalize"),
+    ({"inputs": "x", "truncate": "false"}, "truncate"),
+    ({"inputs": "x", "truncate": 0}, "truncate"),
+    ({"inputs": "x", "dimensions": True}, "dimensions"),
+    ({"inputs": "x", "dimensions": 64.5}, "dimensions"),
+    ({"inputs": "x", "dimensions": "64"}, "dimensions"),
+    ({"inputs": "x", "dimensions": [64]}, "dimensions"),
+    ({"inputs": "x", "dimensions": 0}, "dimensions"),
+    ({"inputs": "x", "dimensions": -1}, "dimensions"),
+    ({"inputs": "x", "dimensions": 385}, "dimensions"),
+    ({"inputs": "x", "dimensions": 10**30}, "dimensions"),
+    ({"inputs": "x", "dimensions": 2**64 - 1}, "dimensions"),
+    ({"inputs": "x", "dimensions": -(2**63) - 1}, "dimensions"),
+    ({"inputs": "x", "dimensions": 1e300}, "dimensions"),
+    ({"inputs": "x", "prompt_name": "unknown"}, "prompt_name"),
+    ({"inputs": "x", "prompt_name": 5}, "prompt_name"),
+    ({"inputs": "x", "prompt_name": ["query"]}, "prompt_name"),
+]
+
+
+@pytest.mark.parametrize("body,field", NATIVE_CASES, ids=lambda v: repr(v)[:60])
+def test_native_bad_fields_are_422_naming_the_field(srv, body, field):
+    check_error(send(srv, NATIVE, body), 422, NATIVE, field)
+
+
+OPENAI_CASES = [
+    ({"inputs": "x"}, "input"),
+    ({"input": None}, "input"),
+    ({"input": 1}, "input"),
+    ({"input": False}, "input"),
+    ({"input": {"text": "x"}}, "input"),
+    ({"input": []}, "input"),
+    ({"input": ""}, "input"),
+    ({"input": [""]}, "input"),
+    ({"input": ["a", 1]}, "input"),
+    ({"input": [1, "a"]}, "input"),
+    ({"input": [[1], ["a"]]}, "input"),
+    ({"input": [[1], 2]}, "input"),
+    ({"input": [[]]}, "input"),
+    ({"input": [1.5, 2]}, "input"),
+    ({"input": [True, False]}, "input"),
+    ({"input": [None]}, "input"),
+    ({"input": [[1, [2]]]}, "input"),
+    ({"input": [30522]}, "input"),  # vocabulary is 0..30521
+    ({"input": [-1]}, "input"),
+    ({"input": [[101], [10**30]]}, "input"),
+    ({"input": [[7592]] * (MAX_INPUTS + 1)}, "input"),
+    ({"input": ["x"] * (MAX_INPUTS + 1)}, "input"),
+    ({"input": "x" * (MAX_CHARS + 1)}, "input"),
+    ({"input": "x", "model": 5}, "model"),
+    ({"input": "x", "model": ["m"]}, "model"),
+    ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+    ({"input": "x", "encoding_format": ""}, "encoding_format"),
+    ({"input": "x", "encoding_format": False}, "encoding_format"),
+    ({"input": "x", "encoding_format": 0}, "encoding_format"),
+    ({"input": "x", "encoding_format": []}, "encoding_format"),
+    ({"input": "x", "dimensions": False}, "dimensions"),
+    ({"input": "x", "dimensions": "8"}, "dimensions"),
+    ({"input": "x", "dimensions": 0}, "dimensions"),
+    ({"input": "x", "dimensions": 385}, "dimensions"),
+    ({"input": "x", "dimensions": 10**30}, "dimensions"),
+]
+
+
+@pytest.mark.parametrize("path", [OPENAI, "/embeddings"])
+@pytest.mark.parametrize("body,field", OPENAI_CASES, ids=lambda v: repr(v)[:60])
+def test_openai_bad_fields_are_422_in_openai_shape(srv, path, body, field):
+    r = send(srv, path, body)
+    check_error(r, 422, path, field)
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["error"]["code"] == "validation"
+
+
+def test_openai_client_raises_its_own_exceptions(srv):
+    import openai
+
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.embeddings.create(model="m", input="x", dimensions=0)
+    assert info.value.body["param"] == "dimensions" and "dimensions" in info.value.body["message"]
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.embeddings.create(model="m", input=["x"] * (MAX_INPUTS + 1))
+
+
+# -- at and just inside the limits: accepted ---------------------------------------------------
+
+def test_limits_are_inclusive(srv):
+    r = send(srv, NATIVE, {"inputs": ["x"] * MAX_INPUTS})
+    assert r.status_code == 200 and len(r.json()) == MAX_INPUTS
+    r = send(srv, NATIVE, {"inputs": "é" * MAX_CHARS})
+    assert r.status_code == 200, r.text
+    for dims in (1, 384):
+        r = send(srv, NATIVE, {"inputs": "x", "dimensions": dims})
+        assert r.status_code == 200 and len(r.json()[0]) == dims
+    r = send(srv, OPENAI, {"input": [[0], [30521]]})
+    assert r.status_code == 200 and len(r.json()["data"]) == 2
+
+
+def test_truncate_true_cuts_long_input_false_refuses_it(srv):
+    cut = send(srv, NATIVE, {"inputs": LONG_TEXT, "truncate": True})
+    assert cut.status_code == 200 and cut.headers["x-input-tokens"] == "256"
+    default = send(srv, NATIVE, {"inputs": LONG_TEXT})
+    assert default.status_code == 200 and np.allclose(default.json(), cut.json(), atol=1e-6)
+    message = check_error(send(srv, NATIVE, {"inputs": LONG_TEXT, "truncate": False}), 422, NATIVE, "inputs")
+    assert "256" in message and "truncate" in message
+    openai_cut = send(srv, OPENAI, {"input": LONG_TEXT})
+    assert openai_cut.status_code == 200 and openai_cut.json()["usage"]["prompt_tokens"] == 256
+
+
+def test_nulls_mean_defaults(srv):
+    plain = send(srv, NATIVE, {"inputs": "hello world"}).json()
+    r = send(srv, NATIVE, {"inputs": "hello world", "normalize": None, "truncate": None,
+                           "dimensions": None, "prompt_name": None, "unknown_field": [1, {}]})
+    assert r.status_code == 200 and np.allclose(r.json(), plain, atol=1e-6)
+    r = send(srv, OPENAI, {"input": "hello world", "model": None, "encoding_format": None,
+                           "dimensions": None, "user": "someone"})
+    assert r.status_code == 200 and np.allclose(r.json()["data"][0]["embedding"], plain[0], atol=1e-6)
+
+
+def test_integral_floats_are_integers(srv):
+    """JSON (and so JSON Schema) does not tell 64 from 64.0: accept both alike."""
+    as_int = send(srv, NATIVE, {"inputs": "x", "dimensions": 64}).json()
+    as_float = send(srv, NATIVE, {"inputs": "x", "dimensions": 64.0}).json()
+    assert len(as_float[0]) == 64 and np.allclose(as_int, as_float)
+    ids = send(srv, OPENAI, {"input": [7592, 2088]}).json()["data"][0]["embedding"]
+    fids = send(srv, OPENAI, {"input": [7592.0, 2088.0]}).json()["data"][0]["embedding"]
+    assert np.allclose(ids, fids)
+
+
+# -- routes, methods, body size ----------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("POST", "/v2/embeddings"), ("GET", "/embed/x"),
+                                         ("DELETE", "/../etc/passwd")])
+def test_unknown_route_is_404_json(srv, method, path):
+    check_error(send(srv, path, raw=b"{}", method=method), 404, path)
+    assert send(srv, path, raw=b"{}", method=method).json()["error_type"] == "not_found"
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("GET", NATIVE, "POST"), ("PUT", NATIVE, "POST"), ("GET", OPENAI, "POST"),
+    ("DELETE", "/embeddings", "POST"), ("POST", "/health", "GET"), ("POST", "/", "GET"),
+    ("PATCH", "/metrics", "GET"), ("POST", "/openapi.json", "GET")])
+def test_wrong_method_is_405_json_with_allow(srv, method, path, allowed):
+    r = send(srv, path, raw=b"{}", method=method)
+    check_error(r, 405, path)
+    assert allowed in r.headers["Allow"]
+
+
+@pytest.mark.parametrize("path", [NATIVE, OPENAI])
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 4 * 1024 * 1024])
+def test_body_over_the_limit_is_413_json(srv, path, size):
+    key = b'"input"' if path == OPENAI else b'"inputs"'
+    raw = b"{" + key + b': "' + b"x" * (size - len(key) - 6) + b'"}'
+    assert len(raw) == size
+    check_error(send(srv, path, raw=raw), 413, path)
+
+
+def test_very_deep_nesting_over_the_limit_is_refused(srv):
+    raw = b'{"inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    check_error(send(srv, NATIVE, raw=raw), 413, NATIVE)
