@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian tools the tests and benchmark drive: wrk (load), caddy (baseline proxy), prometheus (promtool, server).
-APT_PACKAGES := wrk caddy prometheus
+# Debian tools the tests and benchmark drive: wrk (load), caddy (baseline proxy), prometheus
+# (promtool, server), systemd (systemd-analyze verify of the unit file).
+APT_PACKAGES := wrk caddy prometheus systemd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
