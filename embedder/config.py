@@ -75,8 +75,12 @@ class Settings:
     model: str = ""
     #: Name reported in /info and the OpenAI ``model`` field; defaults from the model path.
     model_id: str = ""
-    #: Inference backend.
+    #: Inference backend: ``torch`` (PyTorch) or ``onnx`` (ONNX Runtime, exported from the model).
     backend: str = "torch"
+    #: Weights of the onnx backend: empty for float32, ``int8`` for dynamic int8 (passes the STS-B gate).
+    quantize: str = ""
+    #: Where the onnx backend caches exported models; empty means ~/.cache/embedder.
+    cache_dir: str = ""
     #: Gunicorn workers; 0 means one per available core.
     workers: int = 0
     #: torch intra-op threads per worker; 0 means available cores // workers (at least 1).
@@ -112,8 +116,12 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        if self.backend not in ("torch",):
-            raise ValueError(f"{PREFIX}BACKEND={self.backend!r}: expected 'torch'")
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"{PREFIX}BACKEND={self.backend!r}: expected 'torch' or 'onnx'")
+        if self.quantize not in ("", "int8"):
+            raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r}: expected '' or 'int8'")
+        if self.quantize and self.backend != "onnx":
+            raise ValueError(f"{PREFIX}QUANTIZE needs {PREFIX}BACKEND=onnx")
         for name in ("max_batch_size", "max_batch_tokens", "max_queued_inputs", "max_inputs",
                      "max_input_chars", "max_body_bytes", "http_threads"):
             if getattr(self, name) < 1:
@@ -122,6 +130,9 @@ class Settings:
             raise ValueError(f"{PREFIX}WORKERS and {PREFIX}TORCH_THREADS must be 0 (auto) or more")
         if self.request_timeout <= 0 or self.stall_timeout <= 0:
             raise ValueError(f"{PREFIX}REQUEST_TIMEOUT and {PREFIX}STALL_TIMEOUT must be positive")
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "embedder"
 
     def model_path(self) -> Path:
         if self.model:

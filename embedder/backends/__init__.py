@@ -15,4 +15,8 @@ def create_backend(settings: Settings, model: LoadedModel):
         from .torch_backend import TorchBackend
 
         return TorchBackend(model)
+    if settings.backend == "onnx":
+        from .onnx_backend import OnnxBackend
+
+        return OnnxBackend(model, settings.resolved_cache_dir(), quantize=settings.quantize)
     raise ValueError(f"unknown backend {settings.backend!r}")

@@ -1,0 +1,310 @@
+"""Turn a benchmark's raw results into a summary (ratios, best configuration, memory), a Markdown
+report and a PNG plot. Ratios compare rows of the same run only: the machine is too noisy for
+comparisons across runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# Issue 4's bar for the default configuration on GET /, checked here, never in tests.
+TARGET_VS_FLASK, TARGET_VS_CADDY, TARGET_P99_MS = 12.0, 6.0, 150.0
+
+
+def ok(row: dict) -> bool:
+    return "error" not in row and bool(row.get("median"))
+
+
+def clean(row: dict) -> bool:
+    """Measured, and without a single non-2xx answer or socket error in any repetition."""
+    return ok(row) and row["median"]["non_2xx_total"] == 0 and row["median"]["socket_errors_total"] == 0
+
+
+def label(config: dict | None, server: str = "embedder") -> str:
+    if config is None:
+        return {"flask": "Flask (1 process)", "caddy": "Caddy + 2 Flask"}.get(server, server)
+    text = (f"{config['workers']} worker{'s' if config['workers'] != 1 else ''} x "
+            f"{config['torch_threads']} torch thread{'s' if config['torch_threads'] != 1 else ''}")
+    if config.get("http_threads_setting", "default") != "default":
+        text += f", {config['http_threads']} HTTP threads"
+    return text + (" (default)" if config.get("default") else "")
+
+
+def _key(config: dict) -> tuple:
+    return config["workers"], config["torch_threads"], config["http_threads"]
+
+
+def summarize(results: dict) -> dict:
+    base = {b["server"]: b["median"] for b in results["baselines"] if ok(b)}
+    ceiling = results.get("ceiling") or {}
+    ceiling_rate = ceiling.get("sentences_per_s") if "error" not in ceiling else None
+    rows = [r for r in results["rows"] if ok(r)]
+    for row in rows:
+        m, ratios = row["median"], {}
+        if row["workload"] == "root":
+            for name in ("flask", "caddy"):
+                if name in base and base[name]["requests_per_s"]:
+                    ratios["vs_" + name] = round(m["requests_per_s"] / base[name]["requests_per_s"], 2)
+        elif ceiling_rate:
+            ratios["vs_ceiling"] = round(m["sentences_per_s"] / ceiling_rate, 3)
+        row["ratios"] = ratios
+
+    summary: dict = {"best_by_workload": {}, "default_by_workload": {}, "memory": [], "targets": {}}
+    by_workload: dict[str, list] = {}
+    for row in rows:
+        by_workload.setdefault(row["workload"], []).append(row)
+    top: dict[str, float] = {}
+    for workload, candidates in by_workload.items():
+        good = [r for r in candidates if clean(r)]
+        if good:
+            best = max(good, key=lambda r: r["median"]["sentences_per_s"])
+            if best["median"]["sentences_per_s"] > 0:
+                top[workload] = best["median"]["sentences_per_s"]
+            summary["best_by_workload"][workload] = {"config": best["config"], "label": label(best["config"]),
+                                                     **_essentials(best)}
+        for row in candidates:
+            if row["config"].get("default"):
+                summary["default_by_workload"][workload] = {"config": row["config"], **_essentials(row)}
+
+    # Overall: the configuration with the best geometric mean of (throughput / the workload's best),
+    # among those clean on every workload measured.
+    configs: dict[tuple, dict] = {}
+    for row in rows:
+        configs.setdefault(_key(row["config"]), {"config": row["config"], "rows": []})["rows"].append(row)
+    scored = []
+    for entry in configs.values():
+        mine = {r["workload"]: r for r in entry["rows"]}
+        if set(mine) >= set(top) and top and all(clean(mine[w]) for w in top):
+            score = math.exp(sum(math.log(max(mine[w]["median"]["sentences_per_s"], 1e-9) / top[w])
+                                 for w in top) / len(top))
+            scored.append((score, entry["config"]))
+    if scored:
+        score, config = max(scored, key=lambda item: item[0])
+        summary["best_overall"] = {"config": config, "label": label(config), "score": round(score, 3)}
+
+    single = base.get("flask", {}).get("pss_mib")
+    for entry in configs.values():
+        mine = {r["workload"]: r["median"] for r in entry["rows"]}
+        # Compare under the same load as the baseline's figure (GET /) when it was measured.
+        same = "root" if "root" in mine else max(mine, key=lambda w: mine[w]["pss_mib"])
+        item = {"config": entry["config"], "label": label(entry["config"]), "workload": same,
+                "pss_mib": mine[same]["pss_mib"], "private_mib": mine[same]["private_mib"],
+                "pss_mib_peak": max(m["pss_mib"] for m in mine.values()),
+                "peak_workload": max(mine, key=lambda w: mine[w]["pss_mib"])}
+        if single:
+            item["separate_processes_mib"] = round(entry["config"]["workers"] * single, 1)
+            item["ratio_to_separate"] = round(item["pss_mib"] / item["separate_processes_mib"], 2)
+        summary["memory"].append(item)
+    summary["memory_definition"] = (
+        "PSS: sum of Pss over the server's master and workers (/proc/<pid>/smaps_rollup) at the end "
+        "of a wrk run, median over repetitions, under GET / (the baselines' workload; another "
+        "workload only if GET / was not run); peak: the highest such median over all workloads "
+        "(large batches need more activation memory). N separate processes: workers x the Pss of "
+        "the single-process Flask baseline, which holds the same model, after its GET / runs in this "
+        "run: what N independent one-model processes would take.")
+    if "caddy" in base:
+        summary["caddy_two_processes_pss_mib"] = base["caddy"]["pss_mib"]
+    summary["ceiling_sentences_per_s"] = ceiling_rate
+
+    root = summary["default_by_workload"].get("root")
+    if root:
+        t = summary["targets"]
+        m = root
+        t["default_p99_ms"] = m["latency_p99_ms"]
+        t["default_p99_under_150ms"] = m["latency_p99_ms"] < TARGET_P99_MS
+        t["default_errors"] = m["non_2xx_total"] + m["socket_errors_total"]
+        for name, bar in (("flask", TARGET_VS_FLASK), ("caddy", TARGET_VS_CADDY)):
+            if name in base and base[name]["requests_per_s"]:
+                ratio = round(m["requests_per_s"] / base[name]["requests_per_s"], 2)
+                t[f"default_vs_{name}"] = ratio
+                t[f"default_vs_{name}_at_least_{bar:g}x"] = ratio >= bar
+    return summary
+
+
+def _essentials(row: dict) -> dict:
+    m = row["median"]
+    keys = ("requests_per_s", "sentences_per_s", "latency_p50_ms", "latency_p99_ms", "non_2xx_total",
+            "socket_errors_total", "server_cpu_cores", "pss_mib")
+    return {**{k: m[k] for k in keys}, **row.get("ratios", {})}
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _table(rows: list[dict], with_workload: bool) -> list[str]:
+    head = (["workload"] if with_workload else []) + [
+        "server", "req/s", "sentences/s", "mean ms", "p50 ms", "p90 ms", "p99 ms", "non-2xx",
+        "socket err", "server CPU (cores)", "host CPU busy", "PSS MiB", "vs Flask", "vs Caddy", "vs ceiling"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["workload"]] if with_workload else []
+        name = label(row.get("config"), row["server"])
+        if not ok(row):
+            cells += [name, "failed: " + row.get("error", "").splitlines()[0][:120].replace("|", "/")]
+            cells += [""] * (len(head) - len(cells))
+        else:
+            m, r = row["median"], row.get("ratios", {})
+            if m["runs_ok"] < len(row["runs"]):
+                name += f" ({len(row['runs']) - m['runs_ok']} of {len(row['runs'])} runs failed)"
+            cells += [name, _fmt(m["requests_per_s"], 1), _fmt(m["sentences_per_s"], 1),
+                      _fmt(m["latency_mean_ms"], 1), _fmt(m["latency_p50_ms"], 1),
+                      _fmt(m["latency_p90_ms"], 1), _fmt(m["latency_p99_ms"], 1),
+                      str(m["non_2xx_total"]), str(m["socket_errors_total"]),
+                      _fmt(m["server_cpu_cores"], 2), _fmt(m["host_cpu_busy_cores"], 2),
+                      _fmt(m["pss_mib"]), _ratio(r.get("vs_flask")), _ratio(r.get("vs_caddy")),
+                      _ratio(r.get("vs_ceiling"), 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ratio(value, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}x"
+
+
+def markdown(results: dict) -> str:
+    machine, s = results["machine"], results.get("summary") or {}
+    o = results["options"]
+    out = [f"# embedder benchmark: {results['started'][:10]}, {machine['host']}", "",
+           f"- Machine: {machine['cpu_model'] or 'unknown CPU'}, {machine['nproc']} cores "
+           f"({machine['available_cpus']} available to the service), {machine['memory_gib']} GiB; "
+           f"load average at start {', '.join(f'{x:.2f}' for x in machine['loadavg_start'])}",
+           f"- Software: Python {machine['versions']['python']}, torch {machine['versions']['torch']}, "
+           f"sentence-transformers {machine['versions']['sentence-transformers']}, "
+           f"gunicorn {machine['versions']['gunicorn']}; embedder {machine['git']}",
+           f"- Command: `{results['command'].strip()}`",
+           f"- Load: `{results['wrk']}`, {o['warmup']:g} s warm-up, then {o['repeat']} repetitions "
+           + ("in rounds over all servers (a fresh start each round)" if o.get("interleave")
+              else "back to back") + "; medians shown (errors are totals over repetitions). "
+           "Only one server runs at a time.",
+           "- Workloads: " + "; ".join(f"`{n}` = {w['description']}" for n, w in results["workloads"].items()),
+           "- Server CPU: CPU time of the server's processes / wall time (cores busy); host CPU busy: "
+           "the whole machine, load generator and anything else included.", ""]
+    if "error" in s:
+        out += ["**The summary could not be computed:** " + s["error"].strip().splitlines()[-1], ""]
+    if results.get("interrupted") or not results.get("complete"):
+        out += ["**This run was interrupted: the tables are partial.**", ""]
+    if results["baselines"] or s.get("default_by_workload", {}).get("root"):
+        out += ["## GET / against the original setups", ""]
+        shown = list(results["baselines"]) + [r for r in results["rows"] if r["workload"] == "root"
+                                              and (r["config"].get("default") or _is_best(r, s))]
+        out += _table(shown, with_workload=False) + [""]
+        t = s.get("targets") or {}
+        if t:
+            out += ["Default configuration on GET /: "
+                    f"{_fmt(t.get('default_vs_flask'), 1)}x the Flask server (target 12x), "
+                    f"{_fmt(t.get('default_vs_caddy'), 1)}x Caddy (target 6x), "
+                    f"p99 {_fmt(t.get('default_p99_ms'), 1)} ms (target < 150 ms), "
+                    f"{t.get('default_errors')} errors.", ""]
+    out += ["## Sweep", ""] + _table(results["rows"], with_workload=True) + [""]
+    ceiling = results.get("ceiling") or {}
+    if ceiling:
+        if "error" in ceiling:
+            out += [f"In-process ceiling: failed: {ceiling['error'].splitlines()[-1][:200]}", ""]
+        else:
+            out += [f"In-process ceiling: **{ceiling['sentences_per_s']:,.0f} sentences/s** "
+                    f"(sentence-transformers `encode` of the {ceiling['sentences']} STS-B test sentences in "
+                    f"batches of {ceiling['batch_size']}, {ceiling['threads']} torch threads, one process, no "
+                    "HTTP; median of " + ", ".join(f"{x:,.0f}" for x in ceiling["runs"]) + ").", ""]
+    if s.get("memory"):
+        out += ["## Memory", "", "| configuration | PSS of the server MiB | private MiB | "
+                "N separate processes MiB | server / separate | peak PSS MiB (workload) |",
+                "|---|---|---|---|---|---|"]
+        for item in s["memory"]:
+            out.append(f"| {item['label']} | {item['pss_mib']:,.0f} ({item['workload']}) | "
+                       f"{item['private_mib']:,.0f} | {_fmt(item.get('separate_processes_mib'))} | "
+                       f"{_fmt(item.get('ratio_to_separate'), 2)} | "
+                       f"{item['pss_mib_peak']:,.0f} ({item['peak_workload']}) |")
+        out += ["", s["memory_definition"]]
+        if s.get("caddy_two_processes_pss_mib"):
+            out += [f"Measured for comparison: Caddy plus two Flask processes, "
+                    f"{s['caddy_two_processes_pss_mib']:,.0f} MiB PSS."]
+        out.append("")
+    if s.get("best_by_workload"):
+        out += ["## Best configuration", ""]
+        for workload, best in s["best_by_workload"].items():
+            out.append(f"- `{workload}`: {best['label']}: {best['sentences_per_s']:,.1f} sentences/s, "
+                       f"p99 {best['latency_p99_ms']:,.1f} ms")
+        if s.get("best_overall"):
+            out.append(f"- Overall (best geometric mean of throughput relative to each workload's best, "
+                       f"error-free everywhere): **{s['best_overall']['label']}**")
+        out.append("")
+    return "\n".join(out)
+
+
+def _is_best(row: dict, summary: dict) -> bool:
+    best = summary.get("best_by_workload", {}).get(row["workload"])
+    return bool(best) and best["config"] == row["config"]
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    path.write_text(markdown(results) + "\n")
+
+
+def write_plot(results: dict, path: Path) -> None:
+    """Throughput and p99 latency against worker count, one panel pair per workload; baselines and
+    the in-process ceiling as horizontal reference lines; bars span min-max over repetitions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results["workloads"])
+    fig, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.6 * len(workloads)), squeeze=False)
+    base = {b["server"]: b["median"] for b in results["baselines"] if ok(b)}
+    ceiling = (results.get("ceiling") or {}).get("sentences_per_s")
+    ticks = sorted({r["config"]["workers"] for r in results["rows"]}) or [1]
+    for i, workload in enumerate(workloads):
+        rows = [r for r in results["rows"] if r["workload"] == workload and ok(r)]
+        series: dict[str, list] = {}
+        for row in rows:
+            c = row["config"]
+            name = (f"torch threads {c['torch_threads_setting']}" if c["torch_threads_setting"] != "auto"
+                    else "torch threads auto (cores / workers)")
+            if c.get("http_threads_setting", "default") != "default":
+                name += f", {c['http_threads']} HTTP threads"
+            series.setdefault(name, []).append(row)
+        per_request = results["workloads"][workload]["sentences_per_request"]
+        for j, (metric, ylabel) in enumerate((("sentences_per_s", "sentences/s" if per_request > 1
+                                               else "requests/s (= sentences/s)"),
+                                              ("latency_p99_ms", "p99 latency (ms)"))):
+            ax = axes[i][j]
+            for name, points in series.items():
+                points.sort(key=lambda r: r["config"]["workers"])
+                xs = [r["config"]["workers"] for r in points]
+                ys = [r["median"][metric] for r in points]
+                runs = [[x[metric] for x in r["runs"] if "error" not in x] for r in points]
+                err = [[y - min(v) for y, v in zip(ys, runs)], [max(v) - y for y, v in zip(ys, runs)]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+                for r, x, y in zip(points, xs, ys):
+                    if r["config"].get("default"):
+                        ax.plot([x], [y], marker="*", markersize=16, color="gold", markeredgecolor="black",
+                                zorder=5, label="default configuration")
+            if workload == "root":
+                for name, style in (("flask", "r--"), ("caddy", "m:")):
+                    if name in base:
+                        value = base[name]["requests_per_s" if j == 0 else "latency_p99_ms"]
+                        ax.axhline(value, color=style[0], linestyle=style[1:],
+                                   label=f"{label(None, name)}: {value:,.0f}")
+            elif j == 0 and ceiling:
+                ax.axhline(ceiling, color="g", linestyle="--", label=f"in-process ceiling: {ceiling:,.0f}")
+            ax.set_ylim(bottom=0)
+            ax.set_xticks(ticks)
+            ax.set_title(f"{workload}: {results['workloads'][workload]['description']}", fontsize=9)
+            ax.set_xlabel("Gunicorn workers")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            handles, labels = ax.get_legend_handles_labels()
+            unique = dict(zip(labels, handles))
+            if unique:
+                ax.legend(unique.values(), unique.keys(), fontsize=7)
+    machine = results["machine"]
+    fig.suptitle(f"embedder, {results['started'][:10]}: {machine['cpu_model']}, {machine['nproc']} cores; "
+                 f"{results['wrk']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,451 @@
+"""The benchmark command: baselines, a sweep of embedder configurations, wrk on each workload.
+
+    python -m bench.run [--duration S] [--repeat N] [--workers 1,2,4] [--torch-threads auto,1]
+                        [--http-threads default] [--workloads root,embed1,embed32]
+                        [--baselines/--no-baselines] [--ceiling/--no-ceiling]
+                        [--interleave/--no-interleave] [--out-dir DIR]
+
+One server runs at a time: it is started, measured on each of its workloads (a warm-up, then wrk
+runs) and stopped before the next starts. The plan (Flask baseline, Caddy baseline, each sweep
+configuration, the in-process ceiling) is run --repeat times in rounds, each round in the reverse
+order of the last, so slow drifts in the machine's load fall on every row alike; medians are over
+rounds. A server that fails to start or a run that fails is recorded with its error and the rest
+goes on. Writes <out-dir>/<date>-<host>.json after every measurement (an interrupted run keeps
+what it measured), then .md and .png at the end. Exit status 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from embedder.config import Settings, available_cpus
+
+from . import procstats, report
+from .servers import ROOT, CaddyFanout, Embedder, FlaskBaseline
+from .workloads import WORKLOADS, WrkOptions, run_wrk, stsb_sentences, write_bodies
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _list(text: str, words: tuple[str, ...] = ()) -> list:
+    """'1,2,4' -> [1, 2, 4]; the given words (e.g. 'auto') are kept as strings."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        out.append(item if item in words else int(item))
+    return out
+
+
+def default_workers_list(cores: int) -> str:
+    """1 up to 2 x cores: every count on small machines, powers of two plus cores on big ones."""
+    top = 2 * cores
+    counts = set(range(1, top + 1)) if top <= 8 else {2 ** i for i in range(top.bit_length())
+                                                      if 2 ** i <= top} | {cores, top}
+    return ",".join(str(c) for c in sorted(counts))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    cores = available_cpus()
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=30, help="seconds per wrk run (30)")
+    parser.add_argument("--repeat", type=int, default=3, help="wrk runs per row; medians reported (3)")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of unrecorded load first (3)")
+    parser.add_argument("--workers", default=default_workers_list(cores),
+                        help=f"worker counts to sweep (here: {default_workers_list(cores)})")
+    parser.add_argument("--torch-threads", default="auto,1",
+                        help="torch threads per worker; auto = cores // workers (auto,1)")
+    parser.add_argument("--http-threads", default="default",
+                        help=f"HTTP threads per worker; default = {Settings().http_threads}")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"any of {', '.join(WORKLOADS)} ({','.join(WORKLOADS)})")
+    parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the Flask and Caddy baselines on GET / (yes)")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the in-process ceiling for the POST workloads (yes)")
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
+                        help="repeat in rounds over all servers (each started once per round), so "
+                             "that a change in the machine's background load hits every row alike; "
+                             "--no-interleave starts each server once and repeats back to back (yes)")
+    parser.add_argument("--ceiling-batch-size", type=int, default=128)
+    parser.add_argument("--wrk-threads", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--wrk-timeout", default="30s",
+                        help="wrk's per-request timeout (30s; wrk's own 2s would count slow answers "
+                             "as errors and leave them out of the latencies)")
+    parser.add_argument("--start-timeout", type=float, default=300, help="seconds a server may take to start")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", help="output file name without extension (<date>-<host>)")
+    args = parser.parse_args(argv)
+    args.workers = _list(args.workers)
+    args.torch_threads = _list(args.torch_threads, ("auto",))
+    args.http_threads = _list(args.http_threads, ("default",))
+    args.workloads = _list(args.workloads, tuple(WORKLOADS))
+    for name in args.workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; expected some of {', '.join(WORKLOADS)}")
+    if any(t != "auto" and t < 1 for t in args.torch_threads):
+        parser.error("--torch-threads takes 'auto' or counts >= 1")
+    if not args.workers or any(w < 1 for w in args.workers) or args.repeat < 1 or args.duration <= 0:
+        parser.error("--workers must be positive counts, --repeat >= 1 and --duration > 0")
+    return args
+
+
+def sweep(args, cores: int) -> list[dict]:
+    """The embedder configurations, without duplicates once 'auto' is resolved."""
+    configs, seen = [], set()
+    default_http = Settings().http_threads
+    for workers in args.workers:
+        for threads in args.torch_threads:
+            for http in args.http_threads:
+                resolved = max(1, cores // workers) if threads == "auto" else threads
+                http_resolved = default_http if http == "default" else http
+                key = (workers, resolved, http_resolved)
+                if key in seen:
+                    continue
+                seen.add(key)
+                configs.append({
+                    "workers": workers, "torch_threads_setting": threads, "torch_threads": resolved,
+                    "http_threads_setting": http, "http_threads": http_resolved,
+                    # What `gunicorn -c gunicorn.conf.py wsgi:app` runs with no EMBEDDER_* set.
+                    "default": workers == cores and resolved == max(1, cores // workers)
+                    and http_resolved == default_http,
+                })
+    return configs
+
+
+def _command_output(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        return (done.stdout or done.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info(cores: int) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = ""
+    for line in _command_output(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            cpu = line.split(":", 1)[1].strip()
+    versions = {}
+    for package in ("torch", "sentence-transformers", "transformers", "gunicorn", "flask", "matplotlib"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    versions["wrk"] = _command_output(["wrk", "-v"]).splitlines()[0:1]
+    versions["caddy"] = _command_output(["caddy", "version"])
+    versions["python"] = sys.version.split()[0]
+    commit = _command_output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = bool(_command_output(["git", "status", "--porcelain"]))
+    return {
+        "host": socket.gethostname(), "cpu_model": cpu, "nproc": os.cpu_count(),
+        "available_cpus": cores, "kernel": os.uname().release,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "versions": versions, "git": commit + ("-dirty" if dirty else ""),
+        "embedder_env": {k: v for k, v in os.environ.items() if k.startswith("EMBEDDER_")},
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _median_of(runs: list[dict]) -> dict:
+    """Per numeric field, the median over the runs that succeeded."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return {}
+    out = {}
+    for key, value in good[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = round(statistics.median(r[key] for r in good), 2)
+    # Errors are totals over all runs, not medians: one bad run must show.
+    for key in ("non_2xx", "socket_errors"):
+        out[key + "_total"] = sum(r[key] for r in good)
+    out["runs_ok"] = len(good)
+    return out
+
+
+def settle(server, timeout: float = 60, idle_cores: float = 0.15) -> None:
+    """Wait until the server has finished what an earlier wrk run left in flight (wrk stops
+    without waiting for its last requests), so that a run does not start with a backlog."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [p for root in server.root_pids() for p in procstats.tree(root)]
+        before, began = procstats.cpu_ticks(pids), time.monotonic()
+        time.sleep(0.5)
+        used = procstats.cpu_seconds_between(before, procstats.cpu_ticks(pids))
+        if used / (time.monotonic() - began) < idle_cores:
+            return
+
+
+def measure(server, workload, bodies, args, wrk_options, runs_wanted: int) -> tuple[list[dict], dict]:
+    """Warm up, then wrk runs, each with the server's CPU use and memory at its end."""
+    if args.warmup > 0:
+        settle(server)
+        run_wrk(server.url, workload, bodies, args.warmup, wrk_options)
+    runs, memory = [], {}
+    for _ in range(runs_wanted):
+        try:
+            settle(server)
+            pids = [p for root in server.root_pids() for p in procstats.tree(root)]
+            cpu0, host0, began = procstats.cpu_ticks(pids), procstats.host_cpu(), time.monotonic()
+            result = run_wrk(server.url, workload, bodies, args.duration, wrk_options)
+            if result["requests"] == 0:
+                raise RuntimeError(f"no request completed in {args.duration:g} s "
+                                   f"(socket errors {result['socket_errors_detail']})")
+            wall = time.monotonic() - began
+            pids = [p for root in server.root_pids() for p in procstats.tree(root)]
+            cpu1, host1 = procstats.cpu_ticks(pids), procstats.host_cpu()
+            result["server_cpu_cores"] = round(procstats.cpu_seconds_between(cpu0, cpu1) / wall, 2)
+            busy, total = host1[0] - host0[0], host1[1] - host0[1]
+            result["host_cpu_busy_cores"] = round(busy / total * (os.cpu_count() or 1), 2) if total else 0.0
+            memory = procstats.memory(pids)
+            result.update(pss_mib=memory["pss_mib"], private_mib=memory["private_mib"],
+                          processes=memory["processes"])
+            runs.append(result)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
+            runs.append({"error": f"{type(exc).__name__}: {exc}"[:4000]})
+    return runs, memory
+
+
+def _new_row(kind: str, config: dict | None, workload: str) -> dict:
+    return {"server": kind, "workload": workload, "config": config, "runs": [], "median": {},
+            "memory_last_run": {}, "server_pids": []}
+
+
+def _add_runs(row: dict, runs: list[dict], memory: dict | None = None, pids=(), log_tail=None) -> None:
+    """Append one server start's runs to a row and recompute its medians and error."""
+    row["runs"].extend(runs)
+    row["median"] = _median_of(row["runs"])
+    if memory:
+        row["memory_last_run"] = memory
+    row["server_pids"] = sorted(set(row["server_pids"]) | set(pids))
+    row.pop("error", None)
+    if not row["median"]:
+        errors = list(dict.fromkeys(r["error"] for r in row["runs"] if "error" in r))
+        row["error"] = "; ".join(errors)[:4000] or "not measured"
+        if log_tail:
+            row["server_log_tail"] = log_tail
+
+
+class Target:
+    """One server to measure: a baseline or one sweep configuration, with its result rows."""
+
+    def __init__(self, kind: str, config: dict | None, workloads: list[str]):
+        self.kind, self.config = kind, config
+        self.rows = {w: _new_row(kind, config, w) for w in workloads}
+        if config is None:
+            self.label = f"baseline {kind}"
+        else:
+            self.label = (f"embedder workers={config['workers']} torch_threads={config['torch_threads']} "
+                          f"http_threads={config['http_threads']}")
+
+    def start(self, args):
+        if self.kind == "flask":
+            return FlaskBaseline(args.start_timeout)
+        if self.kind == "caddy":
+            return CaddyFanout(args.start_timeout)
+        c = self.config
+        server = Embedder(c["workers"], None if c["torch_threads_setting"] == "auto" else c["torch_threads"],
+                          None if c["http_threads_setting"] == "default" else c["http_threads"],
+                          args.start_timeout)
+        c["torch_threads"] = server.info.get("torch_threads_per_worker", c["torch_threads"])
+        return server
+
+    def run(self, args, bodies, wrk_options, runs_wanted: int, save) -> None:
+        """Start the server, measure every workload, stop it; failures become recorded errors."""
+        log(f"{self.label}: starting")
+        server, pids = None, []
+        try:
+            try:
+                server = self.start(args)
+                pids = [p for root in server.root_pids() for p in procstats.tree(root)]
+            except Exception as exc:  # noqa: BLE001
+                error = f"server did not start: {type(exc).__name__}: {exc}"[:4000]
+                for row in self.rows.values():
+                    _add_runs(row, [{"error": error}] * runs_wanted)
+                log(f"{self.label}: FAILED to start: {str(exc).splitlines()[0][:300]}")
+                return
+            for name, row in self.rows.items():
+                try:
+                    runs, memory = measure(server, WORKLOADS[name], bodies.get(name), args, wrk_options,
+                                           runs_wanted)
+                except Exception as exc:  # noqa: BLE001 - e.g. the warm-up failed
+                    runs, memory = [{"error": f"{type(exc).__name__}: {exc}"[:4000]}] * runs_wanted, {}
+                failed = any("error" in r for r in runs)
+                _add_runs(row, runs, memory, pids, server.log() if failed and hasattr(server, "log") else None)
+                log(f"{self.label} {name}: {_brief(runs)}")
+                save()
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def plan(args, configs: list[dict]) -> list[Target]:
+    targets = []
+    if args.baselines:
+        if "root" in args.workloads:
+            targets += [Target("flask", None, ["root"]), Target("caddy", None, ["root"])]
+        else:
+            log("baselines skipped: they serve only GET / and the root workload is not selected")
+    return targets + [Target("embedder", config, args.workloads) for config in configs]
+
+
+def run_ceiling(args, cores: int, repeat: int) -> dict:
+    """The in-process ceiling, in a child process so that it has its own threads and memory."""
+    log(f"in-process ceiling: {cores} torch threads, batches of {args.ceiling_batch_size}")
+    argv = [sys.executable, "-m", "bench.ceiling", "--threads", str(cores), "--seconds",
+            str(args.duration), "--repeat", str(repeat), "--batch-size", str(args.ceiling_batch_size)]
+    budget = args.start_timeout + repeat * (args.duration * 3 + 60)
+    try:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=budget,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+        if done.returncode != 0:
+            return {"error": f"exit {done.returncode}: {done.stderr[-3000:]}"}
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {budget:g} s"}
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    data["runs"] = data.pop("sentences_per_s")
+    return data
+
+
+def _merge_ceiling(total: dict | None, new: dict) -> dict:
+    """Runs of every round together; the median over all of them."""
+    total = dict(total or {"runs": [], "errors": []})
+    if "error" in new:
+        total["errors"] = total.get("errors", []) + [new["error"]]
+    else:
+        total.update({k: v for k, v in new.items() if k != "runs"})
+        total["runs"] = total.get("runs", []) + new["runs"]
+    if total.get("runs"):
+        total["sentences_per_s"] = round(statistics.median(total["runs"]), 2)
+        total.pop("error", None)
+    else:
+        total["error"] = "; ".join(total["errors"])
+    return total
+
+
+def _brief(runs: list[dict]) -> str:
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return "FAILED: " + failed[0]["error"].splitlines()[0][:300]
+    m = _median_of(runs)
+    return (f"{m['requests_per_s']:.1f} req/s, {m['sentences_per_s']:.1f} sentences/s, "
+            f"p99 {m['latency_p99_ms']:.0f} ms, non-2xx {m['non_2xx_total']}, "
+            f"socket errors {m['socket_errors_total']}, server CPU {m['server_cpu_cores']:.2f} cores, "
+            f"PSS {m['pss_mib']:.0f} MiB")
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    cores = available_cpus()
+    configs = sweep(args, cores)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    name = args.name or f"{time.strftime('%Y-%m-%d')}-{re.sub(r'[^A-Za-z0-9_.-]', '_', socket.gethostname())}"
+    paths = {ext: args.out_dir / f"{name}.{ext}" for ext in ("json", "md", "png")}
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results = {
+        "machine": machine_info(cores),
+        "options": options,
+        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wrk": f"wrk -t {args.wrk_threads} -c {args.connections} -d {max(1, round(args.duration))}s "
+               f"--latency --timeout {args.wrk_timeout}",
+        "workloads": {n: WORKLOADS[n].__dict__ for n in args.workloads},
+        "baselines": [], "rows": [], "ceiling": None, "complete": False,
+    }
+
+    def write_json() -> None:
+        tmp = paths["json"].with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(paths["json"])
+
+    wrk_options = WrkOptions(args.wrk_threads, args.connections, args.wrk_timeout)
+    log(f"{len(configs)} embedder configurations x {len(args.workloads)} workloads, "
+        f"{args.repeat} x {args.duration:g} s each; writing {paths['json']}")
+    status = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
+            sentences = stsb_sentences()
+            bodies = {n: write_bodies(WORKLOADS[n], sentences, Path(tmp)) for n in args.workloads}
+            targets = plan(args, configs)
+            rounds, runs_per_start = (args.repeat, 1) if args.interleave else (1, args.repeat)
+
+            def save() -> None:
+                results["baselines"] = [r for t in targets if t.config is None for r in t.rows.values()
+                                        if r["runs"]]
+                results["rows"] = [r for t in targets if t.config is not None for r in t.rows.values()
+                                   if r["runs"]]
+                write_json()
+
+            save()
+            for round_ in range(rounds):
+                if rounds > 1:
+                    log(f"round {round_ + 1} of {rounds}")
+                # Alternate the order, so that a drift in the machine's load spreads over all rows.
+                for target in (targets if round_ % 2 == 0 else targets[::-1]):
+                    target.run(args, bodies, wrk_options, runs_per_start, save)
+                if args.ceiling and any(n != "root" for n in args.workloads):
+                    results["ceiling"] = _merge_ceiling(results["ceiling"],
+                                                        run_ceiling(args, cores, runs_per_start))
+                    log(f"in-process ceiling: {results['ceiling'].get('sentences_per_s', results['ceiling'])}")
+                    write_json()
+        results["complete"] = True
+    except (KeyboardInterrupt, SystemExit) as exc:
+        log(f"interrupted ({type(exc).__name__}); writing what was measured")
+        results["interrupted"] = True
+        status = 130
+    finally:
+        results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        results["machine"]["loadavg_end"] = os.getloadavg()
+        try:
+            results["summary"] = report.summarize(results)
+        except Exception:  # noqa: BLE001 - the raw numbers are still worth writing
+            results["summary"] = {"error": traceback.format_exc()}
+        write_json()
+        for ext, writer in (("md", report.write_markdown), ("png", report.write_plot)):
+            try:
+                writer(results, paths[ext])
+            except Exception:  # noqa: BLE001
+                log(f"could not write {paths[ext]}:\n{traceback.format_exc()}")
+                status = status or 1
+    rows = results["baselines"] + results["rows"]
+    failed = [r for r in rows if "error" in r]
+    failed_runs = sum("error" in run for r in rows for run in r["runs"])
+    ceiling_errors = (results["ceiling"] or {}).get("errors", [])
+    if failed or failed_runs or ceiling_errors:
+        log(f"{len(failed)} row(s) failed, {failed_runs} run(s) failed, {len(ceiling_errors)} ceiling "
+            f"run(s) failed; see 'error' in {paths['json']}")
+        status = status or 1
+    log("wrote " + ", ".join(str(p) for p in paths.values()))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The three wrk workloads, their request bodies from STS-B, and one wrk run parsed into numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .servers import ROOT
+
+STSB = ROOT.parent / "shared" / "data" / "stsb-test.tsv"
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    method: str
+    path: str
+    sentences_per_request: int
+
+
+WORKLOADS = {
+    "root": Workload("root", 'GET / (encodes "this is a test"; the original benchmark)', "GET", "/", 1),
+    "embed1": Workload("embed1", "POST /embed, 1 STS-B sentence per request", "POST", "/embed", 1),
+    "embed32": Workload("embed32", "POST /embed, 32 STS-B sentences per request", "POST", "/embed", 32),
+}
+
+
+def stsb_sentences(path: Path = STSB) -> list[str]:
+    """sentence1 then sentence2 of every STS-B test row (the file has a header line)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) == 3:
+            out.extend(parts[1:])
+    if not out:
+        raise ValueError(f"no sentences in {path}")
+    return out
+
+
+def write_bodies(workload: Workload, sentences: list[str], directory: Path) -> Path | None:
+    """The request bodies of a POST workload, one JSON document per line (for bench/wrk/post.lua)."""
+    if workload.method != "POST":
+        return None
+    k = workload.sentences_per_request
+    if k == 1:
+        bodies = [{"inputs": s} for s in sentences]
+    else:
+        doubled = sentences + sentences  # windows wrap around, so every sentence is sent
+        bodies = [{"inputs": doubled[i:i + k]} for i in range(0, len(sentences), k)]
+    path = directory / f"{workload.name}.jsonl"
+    path.write_text("".join(json.dumps(b, ensure_ascii=True) + "\n" for b in bodies))
+    return path
+
+
+@dataclass(frozen=True)
+class WrkOptions:
+    threads: int = 8
+    connections: int = 32
+    timeout: str = "30s"
+
+
+def run_wrk(url: str, workload: Workload, bodies: Path | None, seconds: float,
+            options: WrkOptions) -> dict:
+    """One wrk run, the original shape ``-t 8 -c 32 -d <s> --latency``; returns its numbers."""
+    argv = ["wrk", "-t", str(options.threads), "-c", str(options.connections),
+            "-d", f"{max(1, round(seconds))}s", "--latency", "--timeout", options.timeout]
+    if bodies is None:
+        argv += ["-s", str(WRK_DIR / "report.lua"), url + workload.path]
+    else:
+        argv += ["-s", str(WRK_DIR / "post.lua"), url + workload.path, "--", str(bodies),
+                 str(options.threads)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"^WRK_JSON (\{.*\})$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    raw = json.loads(match.group(1))
+    seconds_run = raw["duration_us"] / 1e6
+    rps = raw["requests"] / seconds_run if seconds_run else 0.0
+    return {
+        "requests": raw["requests"],
+        "duration_s": round(seconds_run, 3),
+        "requests_per_s": round(rps, 2),
+        "sentences_per_s": round(rps * workload.sentences_per_request, 2),
+        "latency_mean_ms": round(raw["latency_mean_us"] / 1000, 2),
+        "latency_p50_ms": round(raw["p50_us"] / 1000, 2),
+        "latency_p90_ms": round(raw["p90_us"] / 1000, 2),
+        "latency_p99_ms": round(raw["p99_us"] / 1000, 2),
+        "latency_max_ms": round(raw["latency_max_us"] / 1000, 2),
+        "non_2xx": raw["status_errors"],  # wrk counts statuses >= 400 (we serve no 3xx)
+        "socket_errors": raw["connect_errors"] + raw["read_errors"] + raw["write_errors"]
+        + raw["timeouts"],
+        "socket_errors_detail": {k: raw[k] for k in ("connect_errors", "read_errors",
+                                                      "write_errors", "timeouts")},
+    }

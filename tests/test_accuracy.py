@@ -1,0 +1,61 @@
+"""The accuracy gate: STS-B test-split Spearman x100 of cosine similarities, computed through real
+servers with ``bench/stsb_eval.py``. torch must reproduce the published 82.03, the onnx backend
+stay within 0.2 points of torch and int8 weights within 0.5."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.stsb_eval import evaluate
+from serverproc import ROOT, Server
+
+PUBLISHED = 82.03  # MTEB STSBenchmark cosine_spearman of all-MiniLM-L6-v2 (shared/data/README.md)
+
+
+def onnx_env(tmp_path_factory, **extra):
+    cache = tmp_path_factory.getbasetemp() / "embedder-cache"  # shared with test_onnx.py
+    cache.mkdir(exist_ok=True)
+    return {"EMBEDDER_BACKEND": "onnx", "EMBEDDER_CACHE_DIR": str(cache), **extra}
+
+
+@pytest.fixture(scope="module")
+def torch_score(server):
+    result = evaluate(server.url)
+    assert (result["backend"], result["pairs"]) == ("torch", 1379)
+    return result["spearman_x100"]
+
+
+@pytest.fixture(scope="module")
+def onnx_score(tmp_path_factory):
+    with Server(workers=1, env=onnx_env(tmp_path_factory)) as srv:
+        result = evaluate(srv.url)
+    assert (result["backend"], result["pairs"]) == ("onnx", 1379)
+    return result["spearman_x100"]
+
+
+@pytest.fixture(scope="module")
+def int8_score(tmp_path_factory):
+    """Through the documented command line, with --json."""
+    with Server(workers=1, env=onnx_env(tmp_path_factory, EMBEDDER_QUANTIZE="int8")) as srv:
+        out = subprocess.run([sys.executable, "-m", "bench.stsb_eval", "--url", srv.url, "--json"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    result = json.loads(out)
+    assert (result["backend"], result["pairs"], result["sentences"]) == ("onnx-int8", 1379, 2552)
+    return result["spearman_x100"]
+
+
+def test_torch_reproduces_the_published_score(torch_score):
+    assert abs(torch_score - PUBLISHED) <= 0.1, torch_score
+
+
+def test_onnx_is_within_0_2_points_of_torch(torch_score, onnx_score):
+    assert abs(onnx_score - torch_score) <= 0.2, (onnx_score, torch_score)
+    assert abs(onnx_score - PUBLISHED) <= 0.3, onnx_score
+
+
+def test_int8_is_within_0_5_points_of_torch(torch_score, int8_score):
+    assert abs(int8_score - torch_score) <= 0.5, (int8_score, torch_score)
