@@ -27,10 +27,31 @@ def stsb():
     return stsb_rows()
 
 
+def onnx_cache(tmp_path_factory) -> Path:
+    """One ONNX export cache for the whole pytest session, empty at its start (as in CI)."""
+    path = tmp_path_factory.getbasetemp() / "embedder-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Every server a test starts exports into the session's cache, never the user's ~/.cache."""
+    os.environ["EMBEDDER_CACHE_DIR"] = str(onnx_cache(tmp_path_factory))
+
+
 @pytest.fixture(scope="session")
-def server():
-    """A real ``gunicorn -c gunicorn.conf.py wsgi:app`` with 2 workers and the real model."""
-    with Server(workers=2) as srv:
+def server(tmp_path_factory):
+    """A real ``gunicorn -c gunicorn.conf.py wsgi:app`` with 2 workers, the real model and the
+    default backend."""
+    with Server(workers=2, env={"EMBEDDER_CACHE_DIR": str(onnx_cache(tmp_path_factory))}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def torch_server():
+    """The PyTorch backend (1 worker): the reference the ONNX backend is held to."""
+    with Server(workers=1, env={"EMBEDDER_BACKEND": "torch"}) as srv:
         yield srv
 
 

@@ -11,28 +11,27 @@ import sys
 import pytest
 
 from bench.stsb_eval import evaluate
+from conftest import onnx_cache
 from serverproc import ROOT, Server
 
 PUBLISHED = 82.03  # MTEB STSBenchmark cosine_spearman of all-MiniLM-L6-v2 (shared/data/README.md)
 
 
 def onnx_env(tmp_path_factory, **extra):
-    cache = tmp_path_factory.getbasetemp() / "embedder-cache"  # shared with test_onnx.py
-    cache.mkdir(exist_ok=True)
-    return {"EMBEDDER_BACKEND": "onnx", "EMBEDDER_CACHE_DIR": str(cache), **extra}
+    return {"EMBEDDER_BACKEND": "onnx", "EMBEDDER_CACHE_DIR": str(onnx_cache(tmp_path_factory)), **extra}
 
 
 @pytest.fixture(scope="module")
-def torch_score(server):
-    result = evaluate(server.url)
+def torch_score(torch_server):
+    result = evaluate(torch_server.url)
     assert (result["backend"], result["pairs"]) == ("torch", 1379)
     return result["spearman_x100"]
 
 
 @pytest.fixture(scope="module")
-def onnx_score(tmp_path_factory):
-    with Server(workers=1, env=onnx_env(tmp_path_factory)) as srv:
-        result = evaluate(srv.url)
+def onnx_score(server):
+    """The default server: the onnx backend, float32."""
+    result = evaluate(server.url)
     assert (result["backend"], result["pairs"]) == ("onnx", 1379)
     return result["spearman_x100"]
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from embedder.config import Settings
 from serverproc import Server
 
 TOL = 1e-5
@@ -122,7 +123,7 @@ def test_official_openai_client(server, sentences, expected):
 def test_info_reports_workers_and_threads(server):
     info = requests.get(server.url + "/info", timeout=10).json()
     assert info["dimension"] == 384 and info["max_input_tokens"] == 256
-    assert info["backend"] == "torch"
+    assert info["backend"] == Settings().backend == "onnx"
     assert info["workers"] == 2
     assert info["torch_threads_per_worker"] == max(1, len(__import__("os").sched_getaffinity(0)) // 2)
     assert info["max_batch_size"] > 0 and info["max_batch_tokens"] > 0 and info["version"]
@@ -186,11 +187,12 @@ def test_preload_loads_the_model_once_in_the_master(server):
 def test_multithreaded_worker_does_not_hang_and_gunicorn_flags_win():
     """Fork safety: a worker with 2 torch threads answers (the master never ran the model).
     GUNICORN_CMD_ARGS overrides EMBEDDER_WORKERS, and /info reports what really runs."""
-    env = {"EMBEDDER_TORCH_THREADS": "2", "EMBEDDER_WORKERS": "3", "GUNICORN_CMD_ARGS": "--workers 1"}
+    env = {"EMBEDDER_BACKEND": "torch", "EMBEDDER_TORCH_THREADS": "2", "EMBEDDER_WORKERS": "3",
+           "GUNICORN_CMD_ARGS": "--workers 1"}
     with Server(workers=1, env=env) as srv:
         assert len(srv.worker_pids()) == 1
         info = requests.get(srv.url + "/info", timeout=30).json()
-        assert info["torch_threads_per_worker"] == 2 and info["workers"] == 1
+        assert info["torch_threads_per_worker"] == 2 and info["workers"] == 1 and info["backend"] == "torch"
         started = time.monotonic()
         r = post(srv, "/embed", {"inputs": ["a sentence"] * 40})
         assert r.status_code == 200 and len(r.json()) == 40

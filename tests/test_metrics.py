@@ -57,7 +57,7 @@ def test_every_read_reports_all_workers(loaded_server):
         assert value(samples, "embedder_inputs_total") == N
         assert value(samples, "embedder_batch_size_sum") == N
         assert value(samples, "embedder_workers") == 3
-        assert value(samples, "embedder_model_info", backend="torch", dimension="384") == 1
+        assert value(samples, "embedder_model_info", backend="onnx", dimension="384") == 1
         assert value(samples, "embedder_queued_inputs") == 0
         assert value(samples, "embedder_requests_in_flight") == 1  # this scrape
         assert value(samples, "embedder_failures_total") == 0

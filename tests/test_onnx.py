@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import torch
 
+from conftest import onnx_cache as cache_dir
 from embedder.backends import onnx_backend as ob
 from embedder.config import Settings
 from serverproc import Server
@@ -18,18 +20,11 @@ from serverproc import Server
 EVERY = 14  # every 14th STS-B pair: ~200 real sentences from all its genres
 
 
-def cache_dir(tmp_path_factory):
-    """One export cache for the whole pytest session (test_accuracy.py reuses it)."""
-    path = tmp_path_factory.getbasetemp() / "embedder-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="module")
-def onnx_server(tmp_path_factory):
-    env = {"EMBEDDER_BACKEND": "onnx", "EMBEDDER_CACHE_DIR": str(cache_dir(tmp_path_factory))}
-    with Server(workers=1, env=env) as srv:
-        yield srv
+def onnx_server(server):
+    """The default server runs the onnx backend (its cache is conftest's onnx_cache)."""
+    assert requests.get(server.url + "/info", timeout=10).json()["backend"] == "onnx"
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +50,10 @@ def embed(server, texts, normalize):
 
 # -- over HTTP --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("normalize", [True, False])
-def test_onnx_vectors_match_torch_over_http(server, onnx_server, stsb, normalize):
+def test_onnx_vectors_match_torch_over_http(torch_server, onnx_server, stsb, normalize):
     texts = sorted({s for _, a, b in stsb[::EVERY] for s in (a, b)})
     assert len(texts) >= 190
-    ours, torchs = embed(onnx_server, texts, normalize), embed(server, texts, normalize)
+    ours, torchs = embed(onnx_server, texts, normalize), embed(torch_server, texts, normalize)
     assert ours.shape == torchs.shape == (len(texts), 384)
     assert np.abs(ours - torchs).max() < 1e-4
     if not normalize:  # raw pooled vectors, not unit length: the model's Normalize was left to us
@@ -80,6 +75,20 @@ def test_master_exported_once_into_the_cache(onnx_server, tmp_path_factory):
     assert log.count("embedder.onnx: exported") + log.count("using cached ONNX export") == 1
     master = onnx_server.pid
     assert f"[{master}] [INFO] embedder.onnx" in log  # in the master, before fork
+
+
+def test_cold_export_never_runs_the_model_in_the_master(tmp_path):
+    """Exporting traces (runs) the model, so it happens in a child process: the master keeps a
+    single thread (no OpenMP pool started before fork) and a worker with 2 threads answers."""
+    env = {"EMBEDDER_CACHE_DIR": str(tmp_path), "EMBEDDER_TORCH_THREADS": "2"}
+    with Server(workers=1, env=env) as srv:
+        log = srv.log()
+        assert f"[{srv.pid}] [INFO] embedder.onnx: exported" in log, log
+        assert len(list(Path(f"/proc/{srv.pid}/task").iterdir())) == 1
+        info = requests.get(srv.url + "/info", timeout=30).json()
+        assert (info["backend"], info["torch_threads_per_worker"]) == ("onnx", 2)
+        r = requests.post(srv.url + "/embed", json={"inputs": ["a sentence"] * 40}, timeout=60)
+        assert r.status_code == 200 and len(r.json()) == 40
 
 
 # -- in process -------------------------------------------------------------------------------------
@@ -173,7 +182,9 @@ def test_pooling_matches_sentence_transformers(mode):
 @pytest.mark.parametrize("env,error", [({"BACKEND": "onnx"}, None),
                                        ({"BACKEND": "onnx", "QUANTIZE": "int8"}, None),
                                        ({"BACKEND": "onnx", "QUANTIZE": "int4"}, "EMBEDDER_QUANTIZE"),
-                                       ({"QUANTIZE": "int8"}, "needs EMBEDDER_BACKEND=onnx")])
+                                       ({"QUANTIZE": "int8"}, None),  # onnx is the default
+                                       ({"BACKEND": "torch", "QUANTIZE": "int8"},
+                                        "needs EMBEDDER_BACKEND=onnx")])
 def test_backend_settings(monkeypatch, env, error):
     for name, value in env.items():
         monkeypatch.setenv("EMBEDDER_" + name, value)
@@ -182,7 +193,7 @@ def test_backend_settings(monkeypatch, env, error):
             Settings.from_env()
     else:
         settings = Settings.from_env()
-        assert (settings.backend, settings.quantize) == (env["BACKEND"], env.get("QUANTIZE", ""))
+        assert (settings.backend, settings.quantize) == (env.get("BACKEND", "onnx"), env.get("QUANTIZE", ""))
 
 
 def test_cache_dir_default_and_override(monkeypatch, tmp_path):

@@ -200,8 +200,25 @@ def _slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_") or "model"
 
 
-def onnx_file(model: LoadedModel, cache_dir: Path, quantize: str = "") -> Path:
-    """The float32 (or int8) ONNX file for this model: shipped, cached, or exported into the cache now."""
+def export_in_child(model: LoadedModel, path: Path) -> None:
+    """Export in a fresh Python process. Exporting traces the model, i.e. runs it; in the Gunicorn
+    master that would start torch's OpenMP pool before fork, which hangs threaded workers."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "embedder.backends.onnx_backend", "--export-to", str(path),
+                           "--model", model.path], env=env, capture_output=True, text=True)
+    if done.returncode != 0 or not path.is_file():
+        raise RuntimeError(f"ONNX export of {model.model_id} failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
+
+
+def onnx_file(model: LoadedModel, cache_dir: Path, quantize: str = "", in_process: bool = False) -> Path:
+    """The float32 (or int8) ONNX file for this model: shipped, cached, or exported into the cache now
+    (in a child process unless ``in_process``, so that a server's master never runs the model)."""
     cache = Path(cache_dir) / "onnx"
     shipped = shipped_onnx(model.path)
     if shipped is not None:
@@ -214,7 +231,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path, quantize: str = "") -> Path:
             log.info("using cached ONNX export %s", fp32)
         else:
             began = time.perf_counter()
-            _atomic_write(fp32, lambda tmp: export_onnx(model, tmp))
+            _atomic_write(fp32, lambda tmp: (export_onnx if in_process else export_in_child)(model, tmp))
             log.info("exported %s to %s in %.1f s", model.model_id, fp32, time.perf_counter() - began)
     if not quantize:
         return fp32
@@ -292,14 +309,24 @@ class OnnxBackend:
         return pool(hidden.astype(np.float32, copy=False), mask, self.modes)
 
 
-def main() -> None:
-    """Fill the cache for the configured model (EMBEDDER_* settings) and print the file's path."""
+def main(argv=None) -> None:
+    """Fill the cache for the configured model (EMBEDDER_* settings) and print the file's path; or,
+    with --export-to (used by :func:`export_in_child`), export the model at --model to that file."""
+    import argparse
+
     from ..config import Settings
     from ..model import load_model
 
+    parser = argparse.ArgumentParser(prog="python -m embedder.backends.onnx_backend", description=main.__doc__)
+    parser.add_argument("--export-to", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.export_to:
+        export_onnx(load_model(Settings(model=args.model or "")), args.export_to)
+        return
     settings = Settings.from_env()
-    print(onnx_file(load_model(settings), settings.resolved_cache_dir(), settings.quantize))
+    print(onnx_file(load_model(settings), settings.resolved_cache_dir(), settings.quantize, in_process=True))
 
 
 if __name__ == "__main__":
