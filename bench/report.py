@@ -1,6 +1,6 @@
-"""Turn a benchmark's raw results into a summary (ratios, best configuration, memory), a Markdown
-report and a PNG plot. Ratios compare rows of the same run only: the machine is too noisy for
-comparisons across runs."""
+"""Turn a benchmark's raw results into a summary (ratios, best configuration, backends compared,
+memory), a Markdown report and a PNG plot. Ratios compare rows of the same run only: the machine is
+too noisy for comparisons across runs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from pathlib import Path
 
 # Issue 4's bar for the default configuration on GET /, checked here, never in tests.
 TARGET_VS_FLASK, TARGET_VS_CADDY, TARGET_P99_MS = 12.0, 6.0, 150.0
+#: Plot colours: one per backend; baselines in colours none of them uses.
+BACKEND_COLOURS = {"torch": "tab:blue", "onnx": "tab:orange", "onnx-int8": "tab:green"}
+THREADS_NOTE = ("threads: intra-op threads per worker, torch's for torch, ONNX Runtime's for onnx and "
+                "onnx-int8 (EMBEDDER_TORCH_THREADS sets both)")
 
 
 def ok(row: dict) -> bool:
@@ -23,21 +27,45 @@ def clean(row: dict) -> bool:
 def label(config: dict | None, server: str = "embedder") -> str:
     if config is None:
         return {"flask": "Flask (1 process)", "caddy": "Caddy + 2 Flask"}.get(server, server)
-    text = (f"{config['workers']} worker{'s' if config['workers'] != 1 else ''} x "
-            f"{config['torch_threads']} torch thread{'s' if config['torch_threads'] != 1 else ''}")
+    text = (f"{config['backend']}, {config['workers']} worker{'s' if config['workers'] != 1 else ''} x "
+            f"{config['torch_threads']} thread{'s' if config['torch_threads'] != 1 else ''}")
     if config.get("http_threads_setting", "default") != "default":
         text += f", {config['http_threads']} HTTP threads"
     return text + (" (default)" if config.get("default") else "")
 
 
 def _key(config: dict) -> tuple:
-    return config["workers"], config["torch_threads"], config["http_threads"]
+    return config["backend"], config["workers"], config["torch_threads"], config["http_threads"]
+
+
+def ceilings(results: dict) -> dict[str, float]:
+    """Each backend's measured in-process ceiling (sentences/s); failed ones left out."""
+    return {backend: c["sentences_per_s"] for backend, c in (results.get("ceiling") or {}).items()
+            if "error" not in c and c.get("sentences_per_s")}
+
+
+def backends_compared(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per workload, each backend's best clean row, its throughput as a ratio to the best torch row."""
+    out: dict[str, list[dict]] = {}
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        best: dict[str, dict] = {}
+        for row in rows:
+            b = row["config"]["backend"]
+            if row["workload"] == workload and clean(row) and (
+                    b not in best or row["median"]["sentences_per_s"] > best[b]["median"]["sentences_per_s"]):
+                best[b] = row
+        torch = best.get("torch", {}).get("median", {}).get("sentences_per_s")
+        out[workload] = [{"backend": b, "config": row["config"], "label": label(row["config"]),
+                          "sentences_per_s": row["median"]["sentences_per_s"],
+                          "latency_p99_ms": row["median"]["latency_p99_ms"],
+                          "vs_torch": round(row["median"]["sentences_per_s"] / torch, 2) if torch else None}
+                         for b, row in best.items()]
+    return out
 
 
 def summarize(results: dict) -> dict:
     base = {b["server"]: b["median"] for b in results["baselines"] if ok(b)}
-    ceiling = results.get("ceiling") or {}
-    ceiling_rate = ceiling.get("sentences_per_s") if "error" not in ceiling else None
+    ceiling_rates = ceilings(results)
     rows = [r for r in results["rows"] if ok(r)]
     for row in rows:
         m, ratios = row["median"], {}
@@ -45,8 +73,8 @@ def summarize(results: dict) -> dict:
             for name in ("flask", "caddy"):
                 if name in base and base[name]["requests_per_s"]:
                     ratios["vs_" + name] = round(m["requests_per_s"] / base[name]["requests_per_s"], 2)
-        elif ceiling_rate:
-            ratios["vs_ceiling"] = round(m["sentences_per_s"] / ceiling_rate, 3)
+        elif row["config"]["backend"] in ceiling_rates:  # the ceiling of the row's own backend
+            ratios["vs_ceiling"] = round(m["sentences_per_s"] / ceiling_rates[row["config"]["backend"]], 3)
         row["ratios"] = ratios
 
     summary: dict = {"best_by_workload": {}, "default_by_workload": {}, "memory": [], "targets": {}}
@@ -104,7 +132,8 @@ def summarize(results: dict) -> dict:
         "run: what N independent one-model processes would take.")
     if "caddy" in base:
         summary["caddy_two_processes_pss_mib"] = base["caddy"]["pss_mib"]
-    summary["ceiling_sentences_per_s"] = ceiling_rate
+    summary["ceiling_sentences_per_s"] = ceiling_rates
+    summary["backends"] = backends_compared(rows)
 
     root = summary["default_by_workload"].get("root")
     if root:
@@ -174,6 +203,7 @@ def markdown(results: dict) -> str:
            f"({machine['available_cpus']} available to the service), {machine['memory_gib']} GiB; "
            f"load average at start {', '.join(f'{x:.2f}' for x in machine['loadavg_start'])}",
            f"- Software: Python {machine['versions']['python']}, torch {machine['versions']['torch']}, "
+           f"onnxruntime {machine['versions'].get('onnxruntime')}, "
            f"sentence-transformers {machine['versions']['sentence-transformers']}, "
            f"gunicorn {machine['versions']['gunicorn']}; embedder {machine['git']}",
            f"- Command: `{results['command'].strip()}`",
@@ -183,7 +213,8 @@ def markdown(results: dict) -> str:
            "Only one server runs at a time.",
            "- Workloads: " + "; ".join(f"`{n}` = {w['description']}" for n, w in results["workloads"].items()),
            "- Server CPU: CPU time of the server's processes / wall time (cores busy); host CPU busy: "
-           "the whole machine, load generator and anything else included.", ""]
+           "the whole machine, load generator and anything else included.",
+           f"- Configurations: backend, Gunicorn workers x {THREADS_NOTE}.", ""]
     if "error" in s:
         out += ["**The summary could not be computed:** " + s["error"].strip().splitlines()[-1], ""]
     if results.get("interrupted") or not results.get("complete"):
@@ -200,16 +231,29 @@ def markdown(results: dict) -> str:
                     f"{_fmt(t.get('default_vs_caddy'), 1)}x Caddy (target 6x), "
                     f"p99 {_fmt(t.get('default_p99_ms'), 1)} ms (target < 150 ms), "
                     f"{t.get('default_errors')} errors.", ""]
+    if s.get("backends"):
+        out += ["## Backends", "", "Each backend's best error-free configuration per workload; vs torch: its "
+                "throughput / the best torch configuration's on the same workload, in this run.", "",
+                "| workload | backend | best configuration | sentences/s | p99 ms | vs torch |",
+                "|---|---|---|---|---|---|"]
+        for workload, entries in s["backends"].items():
+            for e in entries:
+                out.append(f"| {workload} | {e['backend']} | {e['label']} | {e['sentences_per_s']:,.1f} | "
+                           f"{e['latency_p99_ms']:,.1f} | {_ratio(e['vs_torch'], 2)} |")
+        out.append("")
     out += ["## Sweep", ""] + _table(results["rows"], with_workload=True) + [""]
-    ceiling = results.get("ceiling") or {}
-    if ceiling:
+    for backend, ceiling in (results.get("ceiling") or {}).items():
+        how = ("sentence-transformers `encode`" if backend == "torch" else
+               f"embedder's tokenizing and {backend} forward pass (ONNX Runtime)")
         if "error" in ceiling:
-            out += [f"In-process ceiling: failed: {ceiling['error'].splitlines()[-1][:200]}", ""]
+            out.append(f"- In-process ceiling, {backend}: failed: {ceiling['error'].splitlines()[-1][:200]}")
         else:
-            out += [f"In-process ceiling: **{ceiling['sentences_per_s']:,.0f} sentences/s** "
-                    f"(sentence-transformers `encode` of the {ceiling['sentences']} STS-B test sentences in "
-                    f"batches of {ceiling['batch_size']}, {ceiling['threads']} torch threads, one process, no "
-                    "HTTP; median of " + ", ".join(f"{x:,.0f}" for x in ceiling["runs"]) + ").", ""]
+            out.append(f"- In-process ceiling, {backend}: **{ceiling['sentences_per_s']:,.0f} sentences/s** "
+                       f"({how} over the {ceiling['sentences']} STS-B test sentences in batches of "
+                       f"{ceiling['batch_size']}, {ceiling['threads']} threads, one process, no HTTP; median "
+                       "of " + ", ".join(f"{x:,.0f}" for x in ceiling["runs"]) + ")")
+    if results.get("ceiling"):
+        out += ["", "vs ceiling compares each row with the ceiling of its own backend.", ""]
     if s.get("memory"):
         out += ["## Memory", "", "| configuration | PSS of the server MiB | private MiB | "
                 "N separate processes MiB | server / separate | peak PSS MiB (workload) |",
@@ -246,25 +290,32 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def write_plot(results: dict, path: Path) -> None:
-    """Throughput and p99 latency against worker count, one panel pair per workload; baselines and
-    the in-process ceiling as horizontal reference lines; bars span min-max over repetitions."""
+    """Throughput and p99 latency against worker count, one panel pair per workload; one line per
+    backend (colour) and threads setting (line style); baselines and each backend's in-process
+    ceiling as horizontal reference lines; bars span min-max over repetitions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     workloads = list(results["workloads"])
-    fig, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.6 * len(workloads)), squeeze=False)
+    fig, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.8 * len(workloads)), squeeze=False)
     base = {b["server"]: b["median"] for b in results["baselines"] if ok(b)}
-    ceiling = (results.get("ceiling") or {}).get("sentences_per_s")
+    ceiling_rates = ceilings(results)
     ticks = sorted({r["config"]["workers"] for r in results["rows"]}) or [1]
+    settings = list(dict.fromkeys(str(r["config"]["torch_threads_setting"]) for r in results["rows"]))
+    # Threads setting: line style and marker (a series of one point shows no line); HTTP threads
+    # other than the default: hollow markers.
+    styles = dict(zip(settings, [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D")] * len(settings)))
+    series_legend: dict = {}
     for i, workload in enumerate(workloads):
         rows = [r for r in results["rows"] if r["workload"] == workload and ok(r)]
         series: dict[str, list] = {}
         for row in rows:
             c = row["config"]
-            name = (f"torch threads {c['torch_threads_setting']}" if c["torch_threads_setting"] != "auto"
-                    else "torch threads auto (cores / workers)")
+            name = c["backend"] + (", threads auto" if c["torch_threads_setting"] == "auto"
+                                   else f", {c['torch_threads_setting']} thread"
+                                   + ("s" if c["torch_threads_setting"] != 1 else ""))
             if c.get("http_threads_setting", "default") != "default":
                 name += f", {c['http_threads']} HTTP threads"
             series.setdefault(name, []).append(row)
@@ -275,36 +326,56 @@ def write_plot(results: dict, path: Path) -> None:
             ax = axes[i][j]
             for name, points in series.items():
                 points.sort(key=lambda r: r["config"]["workers"])
+                c = points[0]["config"]
                 xs = [r["config"]["workers"] for r in points]
                 ys = [r["median"][metric] for r in points]
                 runs = [[x[metric] for x in r["runs"] if "error" not in x] for r in points]
                 err = [[y - min(v) for y, v in zip(ys, runs)], [max(v) - y for y, v in zip(ys, runs)]]
-                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+                linestyle, marker = styles[str(c["torch_threads_setting"])]
+                colour = BACKEND_COLOURS.get(c["backend"])
+                ax.errorbar(xs, ys, yerr=err, marker=marker, markersize=4, capsize=3, label=name, color=colour,
+                            linestyle=linestyle, markerfacecolor="none" if c.get("http_threads_setting",
+                                                                                 "default") != "default" else colour)
                 for r, x, y in zip(points, xs, ys):
                     if r["config"].get("default"):
-                        ax.plot([x], [y], marker="*", markersize=16, color="gold", markeredgecolor="black",
-                                zorder=5, label="default configuration")
+                        # Behind the point, so the backend's colour still shows at its centre.
+                        ax.plot([x], [y], marker="*", markersize=14, color="gold", markeredgecolor="black",
+                                linestyle="none", zorder=1, label="default configuration")
             if workload == "root":
-                for name, style in (("flask", "r--"), ("caddy", "m:")):
+                for name, colour, style in (("flask", "tab:red", "--"), ("caddy", "tab:purple", ":")):
                     if name in base:
                         value = base[name]["requests_per_s" if j == 0 else "latency_p99_ms"]
-                        ax.axhline(value, color=style[0], linestyle=style[1:],
+                        ax.axhline(value, color=colour, linestyle=style,
                                    label=f"{label(None, name)}: {value:,.0f}")
-            elif j == 0 and ceiling:
-                ax.axhline(ceiling, color="g", linestyle="--", label=f"in-process ceiling: {ceiling:,.0f}")
-            ax.set_ylim(bottom=0)
+            elif j == 0:
+                for backend, rate in ceiling_rates.items():
+                    ax.axhline(rate, color=BACKEND_COLOURS.get(backend, "grey"), linestyle=(0, (1, 1)),
+                               linewidth=1.2, alpha=0.8, label=f"{backend} in-process ceiling: {rate:,.0f}")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.06)  # room for the default's star at the top
             ax.set_xticks(ticks)
             ax.set_title(f"{workload}: {results['workloads'][workload]['description']}", fontsize=9)
             ax.set_xlabel("Gunicorn workers")
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
-            handles, labels = ax.get_legend_handles_labels()
-            unique = dict(zip(labels, handles))
-            if unique:
-                ax.legend(unique.values(), unique.keys(), fontsize=7)
+            # Series (the same in every panel) go in one legend below; each panel keeps its own
+            # reference lines, whose values differ from panel to panel.
+            refs = {}
+            for handle, text in zip(*ax.get_legend_handles_labels()):
+                (series_legend if text in series or text == "default configuration" else refs)[text] = handle
+            if refs:
+                ax.legend(refs.values(), refs.keys(), fontsize=6, framealpha=0.7)
     machine = results["machine"]
     fig.suptitle(f"embedder, {results['started'][:10]}: {machine['cpu_model']}, {machine['nproc']} cores; "
-                 f"{results['wrk']}", fontsize=10)
-    fig.tight_layout()
+                 f"{results['wrk']}\n{THREADS_NOTE}", fontsize=9)
+    bottom = 0.0
+    if series_legend:
+        if "default configuration" in series_legend:  # after the series
+            series_legend["default configuration"] = series_legend.pop("default configuration")
+        ncol = min(4, len(series_legend))
+        lines = -(-len(series_legend) // ncol)
+        bottom = (0.25 + 0.2 * lines) / fig.get_figheight()
+        fig.legend(series_legend.values(), series_legend.keys(), loc="lower center", ncol=ncol, fontsize=7,
+                   frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

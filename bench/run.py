@@ -1,17 +1,21 @@
 """The benchmark command: baselines, a sweep of embedder configurations, wrk on each workload.
 
-    python -m bench.run [--duration S] [--repeat N] [--workers 1,2,4] [--torch-threads auto,1]
+    python -m bench.run [--duration S] [--repeat N] [--backends torch,onnx,onnx-int8]
+                        [--workers 1,2,4] [--torch-threads auto,1]
                         [--http-threads default] [--workloads root,embed1,embed32]
                         [--baselines/--no-baselines] [--ceiling/--no-ceiling]
                         [--interleave/--no-interleave] [--out-dir DIR]
 
+The sweep is every backend x worker count x threads per worker x HTTP threads; "threads" are torch
+intra-op threads for the torch backend and ONNX Runtime intra-op threads for onnx and onnx-int8.
 One server runs at a time: it is started, measured on each of its workloads (a warm-up, then wrk
 runs) and stopped before the next starts. The plan (Flask baseline, Caddy baseline, each sweep
-configuration, the in-process ceiling) is run --repeat times in rounds, each round in the reverse
-order of the last, so slow drifts in the machine's load fall on every row alike; medians are over
-rounds. A server that fails to start or a run that fails is recorded with its error and the rest
-goes on. Writes <out-dir>/<date>-<host>.json after every measurement (an interrupted run keeps
-what it measured), then .md and .png at the end. Exit status 1 if anything failed.
+configuration, the in-process ceiling of each backend) is run --repeat times in rounds, each round
+in the reverse order of the last, so slow drifts in the machine's load fall on every row alike;
+medians are over rounds. A server that fails to start or a run that fails is recorded with its
+error and the rest goes on. Writes <out-dir>/<date>-<host>.json after every measurement (an
+interrupted run keeps what it measured), then .md and .png at the end. Exit status 1 if anything
+failed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ from .servers import ROOT, CaddyFanout, Embedder, FlaskBaseline
 from .workloads import WORKLOADS, WrkOptions, run_wrk, stsb_sentences, write_bodies
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Backend labels, as the server's /info reports them.
+BACKENDS = tuple(Embedder.BACKENDS)
+
+
+def default_backend_label() -> str:
+    """The backend a server runs with no EMBEDDER_* set (config.py's defaults, read now)."""
+    defaults = Settings()
+    return "onnx-int8" if defaults.quantize == "int8" else defaults.backend
 
 
 def log(message: str) -> None:
@@ -69,10 +81,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30, help="seconds per wrk run (30)")
     parser.add_argument("--repeat", type=int, default=3, help="wrk runs per row; medians reported (3)")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unrecorded load first (3)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help=f"inference backends to sweep, any of {', '.join(BACKENDS)} "
+                             f"(all; the default backend is {default_backend_label()})")
     parser.add_argument("--workers", default=default_workers_list(cores),
                         help=f"worker counts to sweep (here: {default_workers_list(cores)})")
     parser.add_argument("--torch-threads", default="auto,1",
-                        help="torch threads per worker; auto = cores // workers (auto,1)")
+                        help="threads per worker (torch's, or ONNX Runtime's for onnx); "
+                             "auto = cores // workers (auto,1)")
     parser.add_argument("--http-threads", default="default",
                         help=f"HTTP threads per worker; default = {Settings().http_threads}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
@@ -99,6 +115,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.torch_threads = _list(args.torch_threads, ("auto",))
     args.http_threads = _list(args.http_threads, ("default",))
     args.workloads = _list(args.workloads, tuple(WORKLOADS))
+    args.backends = list(dict.fromkeys(b.strip() for b in args.backends.split(",") if b.strip()))
+    for name in args.backends:
+        if name not in BACKENDS:
+            parser.error(f"unknown backend {name!r}; expected some of {', '.join(BACKENDS)}")
+    if not args.backends:
+        parser.error(f"--backends needs at least one of {', '.join(BACKENDS)}")
     for name in args.workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; expected some of {', '.join(WORKLOADS)}")
@@ -110,25 +132,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def sweep(args, cores: int) -> list[dict]:
-    """The embedder configurations, without duplicates once 'auto' is resolved."""
+    """The embedder configurations, without duplicates once 'auto' is resolved. For onnx backends
+    "torch_threads" are ONNX Runtime intra-op threads (the same setting, EMBEDDER_TORCH_THREADS)."""
     configs, seen = [], set()
-    default_http = Settings().http_threads
-    for workers in args.workers:
-        for threads in args.torch_threads:
-            for http in args.http_threads:
-                resolved = max(1, cores // workers) if threads == "auto" else threads
-                http_resolved = default_http if http == "default" else http
-                key = (workers, resolved, http_resolved)
-                if key in seen:
-                    continue
-                seen.add(key)
-                configs.append({
-                    "workers": workers, "torch_threads_setting": threads, "torch_threads": resolved,
-                    "http_threads_setting": http, "http_threads": http_resolved,
-                    # What `gunicorn -c gunicorn.conf.py wsgi:app` runs with no EMBEDDER_* set.
-                    "default": workers == cores and resolved == max(1, cores // workers)
-                    and http_resolved == default_http,
-                })
+    default_http, default_backend = Settings().http_threads, default_backend_label()
+    for backend in args.backends:
+        for workers in args.workers:
+            for threads in args.torch_threads:
+                for http in args.http_threads:
+                    resolved = max(1, cores // workers) if threads == "auto" else threads
+                    http_resolved = default_http if http == "default" else http
+                    key = (backend, workers, resolved, http_resolved)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    configs.append({
+                        "backend": backend, "workers": workers,
+                        "torch_threads_setting": threads, "torch_threads": resolved,
+                        "http_threads_setting": http, "http_threads": http_resolved,
+                        # What `gunicorn -c gunicorn.conf.py wsgi:app` runs with no EMBEDDER_* set.
+                        "default": backend == default_backend and workers == cores
+                        and resolved == max(1, cores // workers) and http_resolved == default_http,
+                    })
     return configs
 
 
@@ -148,7 +173,8 @@ def machine_info(cores: int) -> dict:
         if line.startswith("Model name:"):
             cpu = line.split(":", 1)[1].strip()
     versions = {}
-    for package in ("torch", "sentence-transformers", "transformers", "gunicorn", "flask", "matplotlib"):
+    for package in ("torch", "onnxruntime", "sentence-transformers", "transformers", "gunicorn", "flask",
+                    "matplotlib"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -256,8 +282,8 @@ class Target:
         if config is None:
             self.label = f"baseline {kind}"
         else:
-            self.label = (f"embedder workers={config['workers']} torch_threads={config['torch_threads']} "
-                          f"http_threads={config['http_threads']}")
+            self.label = (f"embedder backend={config['backend']} workers={config['workers']} "
+                          f"threads={config['torch_threads']} http_threads={config['http_threads']}")
 
     def start(self, args):
         if self.kind == "flask":
@@ -265,10 +291,13 @@ class Target:
         if self.kind == "caddy":
             return CaddyFanout(args.start_timeout)
         c = self.config
-        server = Embedder(c["workers"], None if c["torch_threads_setting"] == "auto" else c["torch_threads"],
+        server = Embedder(c["backend"], c["workers"],
+                          None if c["torch_threads_setting"] == "auto" else c["torch_threads"],
                           None if c["http_threads_setting"] == "default" else c["http_threads"],
                           args.start_timeout)
         c["torch_threads"] = server.info.get("torch_threads_per_worker", c["torch_threads"])
+        for row in self.rows.values():
+            row["served_backend"] = server.info["backend"]  # what /info said, checked by Embedder
         return server
 
     def run(self, args, bodies, wrk_options, runs_wanted: int, save) -> None:
@@ -310,11 +339,12 @@ def plan(args, configs: list[dict]) -> list[Target]:
     return targets + [Target("embedder", config, args.workloads) for config in configs]
 
 
-def run_ceiling(args, cores: int, repeat: int) -> dict:
-    """The in-process ceiling, in a child process so that it has its own threads and memory."""
-    log(f"in-process ceiling: {cores} torch threads, batches of {args.ceiling_batch_size}")
-    argv = [sys.executable, "-m", "bench.ceiling", "--threads", str(cores), "--seconds",
-            str(args.duration), "--repeat", str(repeat), "--batch-size", str(args.ceiling_batch_size)]
+def run_ceiling(args, cores: int, repeat: int, backend: str) -> dict:
+    """One backend's in-process ceiling, in a child process so that it has its own threads and memory."""
+    log(f"in-process ceiling, {backend}: {cores} threads, batches of {args.ceiling_batch_size}")
+    argv = [sys.executable, "-m", "bench.ceiling", "--backend", backend, "--threads", str(cores),
+            "--seconds", str(args.duration), "--repeat", str(repeat),
+            "--batch-size", str(args.ceiling_batch_size)]
     budget = args.start_timeout + repeat * (args.duration * 3 + 60)
     try:
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=budget,
@@ -331,7 +361,7 @@ def run_ceiling(args, cores: int, repeat: int) -> dict:
 
 
 def _merge_ceiling(total: dict | None, new: dict) -> dict:
-    """Runs of every round together; the median over all of them."""
+    """One backend's runs of every round together; the median over all of them."""
     total = dict(total or {"runs": [], "errors": []})
     if "error" in new:
         total["errors"] = total.get("errors", []) + [new["error"]]
@@ -378,7 +408,7 @@ def main(argv=None) -> int:
         "wrk": f"wrk -t {args.wrk_threads} -c {args.connections} -d {max(1, round(args.duration))}s "
                f"--latency --timeout {args.wrk_timeout}",
         "workloads": {n: WORKLOADS[n].__dict__ for n in args.workloads},
-        "baselines": [], "rows": [], "ceiling": None, "complete": False,
+        "baselines": [], "rows": [], "ceiling": {}, "complete": False,
     }
 
     def write_json() -> None:
@@ -387,7 +417,8 @@ def main(argv=None) -> int:
         tmp.replace(paths["json"])
 
     wrk_options = WrkOptions(args.wrk_threads, args.connections, args.wrk_timeout)
-    log(f"{len(configs)} embedder configurations x {len(args.workloads)} workloads, "
+    log(f"{len(configs)} embedder configurations ({', '.join(args.backends)}; default backend "
+        f"{default_backend_label()}) x {len(args.workloads)} workloads, "
         f"{args.repeat} x {args.duration:g} s each; writing {paths['json']}")
     status = 0
     try:
@@ -412,10 +443,12 @@ def main(argv=None) -> int:
                 for target in (targets if round_ % 2 == 0 else targets[::-1]):
                     target.run(args, bodies, wrk_options, runs_per_start, save)
                 if args.ceiling and any(n != "root" for n in args.workloads):
-                    results["ceiling"] = _merge_ceiling(results["ceiling"],
-                                                        run_ceiling(args, cores, runs_per_start))
-                    log(f"in-process ceiling: {results['ceiling'].get('sentences_per_s', results['ceiling'])}")
-                    write_json()
+                    for backend in (args.backends if round_ % 2 == 0 else args.backends[::-1]):
+                        merged = _merge_ceiling(results["ceiling"].get(backend),
+                                                run_ceiling(args, cores, runs_per_start, backend))
+                        results["ceiling"][backend] = merged
+                        log(f"in-process ceiling, {backend}: {merged.get('sentences_per_s', merged)}")
+                        write_json()
         results["complete"] = True
     except (KeyboardInterrupt, SystemExit) as exc:
         log(f"interrupted ({type(exc).__name__}); writing what was measured")
@@ -438,7 +471,7 @@ def main(argv=None) -> int:
     rows = results["baselines"] + results["rows"]
     failed = [r for r in rows if "error" in r]
     failed_runs = sum("error" in run for r in rows for run in r["runs"])
-    ceiling_errors = (results["ceiling"] or {}).get("errors", [])
+    ceiling_errors = [e for c in results["ceiling"].values() for e in c.get("errors", [])]
     if failed or failed_runs or ceiling_errors:
         log(f"{len(failed)} row(s) failed, {failed_runs} run(s) failed, {len(ceiling_errors)} ceiling "
             f"run(s) failed; see 'error' in {paths['json']}")

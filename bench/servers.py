@@ -168,20 +168,28 @@ class Embedder:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` with one sweep row's settings."""
 
     name = "embedder"
+    #: Backend labels, as /info reports them, and the EMBEDDER_BACKEND / EMBEDDER_QUANTIZE that select each.
+    BACKENDS = {"torch": ("torch", ""), "onnx": ("onnx", ""), "onnx-int8": ("onnx", "int8")}
 
-    def __init__(self, workers: int, torch_threads: int | None, http_threads: int | None,
+    def __init__(self, backend: str, workers: int, torch_threads: int | None, http_threads: int | None,
                  start_timeout: float):
-        env = {"EMBEDDER_TORCH_THREADS": str(torch_threads or 0)}
+        name, quantize = self.BACKENDS[backend]
+        # Both set, always: the user's own EMBEDDER_BACKEND / EMBEDDER_QUANTIZE must not leak in.
+        env = {"EMBEDDER_BACKEND": name, "EMBEDDER_QUANTIZE": quantize,
+               "EMBEDDER_TORCH_THREADS": str(torch_threads or 0)}
         if http_threads is not None:
             env["EMBEDDER_HTTP_THREADS"] = str(http_threads)
         self.server = _TrackedServer(workers=workers, env=env)
         self.url = self.server.url
         try:
             self.server.start(timeout=start_timeout)
+            self.info = requests.get(self.url + "/info", timeout=10).json()
+            if self.info.get("backend") != backend:
+                raise RuntimeError(f"server started with backend {self.info.get('backend')!r}, "
+                                   f"not the requested {backend!r}")
         except BaseException:
             self.stop()
             raise
-        self.info = requests.get(self.url + "/info", timeout=10).json()
 
     def root_pids(self) -> list[int]:
         return [self.server.pid]
