@@ -77,18 +77,25 @@ def test_master_exported_once_into_the_cache(onnx_server, tmp_path_factory):
     assert f"[{master}] [INFO] embedder.onnx" in log  # in the master, before fork
 
 
-def test_cold_export_never_runs_the_model_in_the_master(tmp_path):
-    """Exporting traces (runs) the model, so it happens in a child process: the master keeps a
-    single thread (no OpenMP pool started before fork) and a worker with 2 threads answers."""
-    env = {"EMBEDDER_CACHE_DIR": str(tmp_path), "EMBEDDER_TORCH_THREADS": "2"}
+@pytest.mark.parametrize("quantize", ["", "int8"])
+def test_cold_export_never_runs_the_model_in_the_master(tmp_path, quantize):
+    """Exporting traces (runs) the model and quantizing imports onnxruntime (which starts a thread),
+    so both happen in a child process: the master keeps a single thread (no pool started before
+    fork), a worker with 2 threads answers, and it exits promptly on SIGTERM (an int8 worker forked
+    from a master that had imported onnxruntime hung until graceful_timeout, 30 s, then aborted)."""
+    env = {"EMBEDDER_CACHE_DIR": str(tmp_path), "EMBEDDER_TORCH_THREADS": "2", "EMBEDDER_QUANTIZE": quantize}
     with Server(workers=1, env=env) as srv:
         log = srv.log()
         assert f"[{srv.pid}] [INFO] embedder.onnx: exported" in log, log
+        if quantize:
+            assert f"[{srv.pid}] [INFO] embedder.onnx: quantized" in log, log
         assert len(list(Path(f"/proc/{srv.pid}/task").iterdir())) == 1
         info = requests.get(srv.url + "/info", timeout=30).json()
-        assert (info["backend"], info["torch_threads_per_worker"]) == ("onnx", 2)
+        assert (info["backend"], info["torch_threads_per_worker"]) == ("onnx-int8" if quantize else "onnx", 2)
         r = requests.post(srv.url + "/embed", json={"inputs": ["a sentence"] * 40}, timeout=60)
         assert r.status_code == 200 and len(r.json()) == 40
+        assert srv.stop(timeout=20) == 0, srv.log()[-3000:]
+        assert "SIGABRT" not in srv.log() and "terminate called" not in srv.log()
 
 
 # -- in process -------------------------------------------------------------------------------------

@@ -200,20 +200,29 @@ def _slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_") or "model"
 
 
-def export_in_child(model: LoadedModel, path: Path) -> None:
-    """Export in a fresh Python process. Exporting traces the model, i.e. runs it; in the Gunicorn
-    master that would start torch's OpenMP pool before fork, which hangs threaded workers."""
+def _run_child(what: str, args: list[str]) -> None:
+    """Run this module in a fresh Python process. In a Gunicorn master, exporting (which traces,
+    i.e. runs, the model) would start torch's OpenMP pool before fork, and even importing
+    onnxruntime starts a thread there; forked workers inherit such pools without their threads and
+    hang (seen here: an int8 worker hung at exit until graceful_timeout, then aborted)."""
     import subprocess
     import sys
 
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "embedder.backends.onnx_backend", "--export-to", str(path),
-                           "--model", model.path], env=env, capture_output=True, text=True)
-    if done.returncode != 0 or not path.is_file():
-        raise RuntimeError(f"ONNX export of {model.model_id} failed (exit {done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
+    done = subprocess.run([sys.executable, "-m", "embedder.backends.onnx_backend", *args], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def export_in_child(model: LoadedModel, path: Path) -> None:
+    _run_child(f"ONNX export of {model.model_id}", ["--export-to", str(path), "--model", model.path])
+
+
+def quantize_in_child(source: Path, path: Path) -> None:
+    _run_child(f"int8 quantization of {source.name}", ["--quantize-to", str(path), "--source", str(source)])
 
 
 def onnx_file(model: LoadedModel, cache_dir: Path, quantize: str = "", in_process: bool = False) -> Path:
@@ -237,17 +246,17 @@ def onnx_file(model: LoadedModel, cache_dir: Path, quantize: str = "", in_proces
         return fp32
     if quantize != "int8":
         raise ValueError(f"unknown quantization {quantize!r}")
-    import onnxruntime
+    from importlib.metadata import version
 
     options = ",".join(f"{k}={v}" for k, v in sorted(INT8_OPTIONS.items()))
-    qkey = hashlib.sha256(f"{key} int8 {options} v{EXPORT_VERSION} ort {onnxruntime.__version__}"
+    qkey = hashlib.sha256(f"{key} int8 {options} v{EXPORT_VERSION} ort {version('onnxruntime')}"
                           .encode()).hexdigest()
     int8 = cache / f"{_slug(model.model_id)}-{qkey[:20]}-int8.onnx"
     if int8.is_file():
         log.info("using cached int8 model %s", int8)
     else:
         began = time.perf_counter()
-        _atomic_write(int8, lambda tmp: quantize_int8(fp32, tmp))
+        _atomic_write(int8, lambda tmp: (quantize_int8 if in_process else quantize_in_child)(fp32, tmp))
         log.info("quantized %s to int8 in %.1f s: %s", fp32.name, time.perf_counter() - began, int8)
     return int8
 
@@ -311,7 +320,7 @@ class OnnxBackend:
 
 def main(argv=None) -> None:
     """Fill the cache for the configured model (EMBEDDER_* settings) and print the file's path; or,
-    with --export-to (used by :func:`export_in_child`), export the model at --model to that file."""
+    with --export-to / --quantize-to (used by :func:`_run_child`), write just that one file."""
     import argparse
 
     from ..config import Settings
@@ -320,10 +329,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m embedder.backends.onnx_backend", description=main.__doc__)
     parser.add_argument("--export-to", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--quantize-to", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.export_to:
         export_onnx(load_model(Settings(model=args.model or "")), args.export_to)
+        return
+    if args.quantize_to:
+        quantize_int8(args.source, args.quantize_to)
         return
     settings = Settings.from_env()
     print(onnx_file(load_model(settings), settings.resolved_cache_dir(), settings.quantize, in_process=True))
