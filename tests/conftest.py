@@ -41,10 +41,10 @@ def _session_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def server():
     """A real ``gunicorn -c gunicorn.conf.py wsgi:app`` with 2 workers, the real model and the
-    default backend."""
-    with Server(workers=2, env={"EMBEDDER_CACHE_DIR": str(onnx_cache(tmp_path_factory))}) as srv:
+    default backend (exporting into the session's cache, see _session_cache)."""
+    with Server(workers=2) as srv:
         yield srv
 
 

@@ -11,14 +11,9 @@ import sys
 import pytest
 
 from bench.stsb_eval import evaluate
-from conftest import onnx_cache
 from serverproc import ROOT, Server
 
 PUBLISHED = 82.03  # MTEB STSBenchmark cosine_spearman of all-MiniLM-L6-v2 (shared/data/README.md)
-
-
-def onnx_env(tmp_path_factory, **extra):
-    return {"EMBEDDER_BACKEND": "onnx", "EMBEDDER_CACHE_DIR": str(onnx_cache(tmp_path_factory)), **extra}
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +32,9 @@ def onnx_score(server):
 
 
 @pytest.fixture(scope="module")
-def int8_score(tmp_path_factory):
+def int8_score():
     """Through the documented command line, with --json."""
-    with Server(workers=1, env=onnx_env(tmp_path_factory, EMBEDDER_QUANTIZE="int8")) as srv:
+    with Server(workers=1, env={"EMBEDDER_BACKEND": "onnx", "EMBEDDER_QUANTIZE": "int8"}) as srv:
         out = subprocess.run([sys.executable, "-m", "bench.stsb_eval", "--url", srv.url, "--json"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
     result = json.loads(out)
