@@ -1,31 +1,32 @@
 """Gunicorn settings and server hooks for embedder.
 
 The master loads the model once (``preload_app``) and never runs it; each worker, after fork,
-sizes its torch threads so that workers x threads = cores, starts its batching thread and warms
-up before it accepts traffic. Command-line flags and ``GUNICORN_CMD_ARGS`` override what is set
-here, as usual.
+sizes its intra-op threads so that workers x threads = cores, starts its batching thread and warms
+up before it accepts traffic. Every value read from the environment comes from the settings
+registry (``embedder/config.py``). Command-line flags and ``GUNICORN_CMD_ARGS`` override what is
+set here, as usual.
 """
 
 import gc
 import logging
 import os
 
-# prometheus_client chooses multiprocess mode when first imported, and preload_app imports the
-# app before any hook runs: prepare the metrics directory here, first.
-from metrics import multiprocess
-
-multiprocess.prepare_dir()
-
-from embedder.config import Settings  # noqa: E402
+from embedder.config import Settings
 
 _settings = Settings.from_env()
 
-loglevel = os.environ.get("EMBEDDER_LOG_LEVEL", "info")
+# prometheus_client chooses multiprocess mode when first imported, and preload_app imports the
+# app before any hook runs: prepare the metrics directory here, first.
+from metrics import multiprocess  # noqa: E402
+
+multiprocess.prepare_dir(_settings.metrics_dir)
+
+loglevel = _settings.log_level
 logging.basicConfig(level=loglevel.upper(),
                     format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
-bind = os.environ.get("EMBEDDER_BIND", "127.0.0.1:8000")
-workers = _settings.default_workers()
+bind = _settings.bind
+workers = _settings.layout().workers
 worker_class = "gthread"
 threads = _settings.http_threads
 preload_app = True
@@ -35,7 +36,7 @@ graceful_timeout = 30
 keepalive = 5
 # Two servers on one host must not share the default control socket path.
 control_socket_disable = True
-accesslog = os.environ.get("EMBEDDER_ACCESS_LOG") or None
+accesslog = _settings.access_log or None
 
 
 def _service(worker):

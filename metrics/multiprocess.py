@@ -3,8 +3,8 @@
 prometheus_client picks multiprocess mode when it is first imported, and with ``preload_app``
 the app (and so prometheus_client) is imported before any server hook runs. So
 ``gunicorn.conf.py`` calls :func:`prepare_dir` at its top: each master gets a fresh directory of
-its own (under ``PROMETHEUS_MULTIPROC_DIR`` if set, else the temp dir), which its workers inherit
-and which is removed when the master exits.
+its own (under the ``metrics_dir`` setting, ``PROMETHEUS_MULTIPROC_DIR``, if set, else the temp
+dir), which its workers inherit and which is removed when the master exits.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWNER = "EMBEDDER_METRICS_MASTER_PID"
 
 
-def prepare_dir() -> str:
-    """Give this master an empty metrics directory and point prometheus_client at it.
+def prepare_dir(base: str = "") -> str:
+    """Give this master an empty metrics directory under ``base`` (the ``metrics_dir`` setting;
+    empty means the temp dir) and point prometheus_client at it.
 
     Idempotent within one master, so re-reading the config on SIGHUP keeps the counts.
     """
     if os.environ.get(_OWNER) == str(os.getpid()) and os.path.isdir(os.environ.get(ENV, "")):
         return os.environ[ENV]
-    base = os.environ.get(ENV) or None
+    base = base or None
     if base:
         os.makedirs(base, exist_ok=True)
     path = tempfile.mkdtemp(prefix=f"embedder-{os.getpid()}-", dir=base)

@@ -1,34 +1,64 @@
-"""Settings come from EMBEDDER_* variables; the CPU budget honours affinity and cgroup quotas."""
+"""Settings come from EMBEDDER_* variables, each declared once in embedder/config.py; the CPU
+budget honours affinity and cgroup quotas; worker and thread defaults fill the cores."""
 
 from __future__ import annotations
 
 import pytest
 
 from embedder import config
-from embedder.config import Settings
+from embedder.config import Settings, specs, worker_layout
 
 
-def test_defaults_and_overrides(monkeypatch):
-    for name in list(__import__("os").environ):
-        if name.startswith("EMBEDDER_"):
-            monkeypatch.delenv(name)
-    assert Settings.from_env() == Settings()
-    monkeypatch.setenv("EMBEDDER_MAX_BATCH_SIZE", "7")
-    monkeypatch.setenv("EMBEDDER_REQUEST_TIMEOUT", "2.5")
-    monkeypatch.setenv("EMBEDDER_METRICS_REQUIRE_KEY", "yes")
-    monkeypatch.setenv("EMBEDDER_API_KEY", "s3cr3t-value")
-    s = Settings.from_env()
-    assert (s.max_batch_size, s.request_timeout, s.metrics_require_key, s.api_key) == (7, 2.5, True, "s3cr3t-value")
+def test_defaults_and_overrides():
+    assert Settings.from_env({}) == Settings()
+    s = Settings.from_env({"EMBEDDER_MAX_BATCH_SIZE": "7", "EMBEDDER_REQUEST_TIMEOUT": "2.5",
+                           "EMBEDDER_METRICS_REQUIRE_KEY": "yes", "EMBEDDER_API_KEY": "s3cr3t-value",
+                           "EMBEDDER_BIND": " 0.0.0.0:9000 ", "EMBEDDER_LOG_LEVEL": "", "UNRELATED": "x"})
+    assert (s.max_batch_size, s.request_timeout, s.metrics_require_key, s.api_key, s.bind, s.log_level) == (
+        7, 2.5, True, "s3cr3t-value", "0.0.0.0:9000", "info")
     assert "s3cr3t-value" not in repr(s)  # the key never reaches a log line through repr
+    assert "EMBEDDER_API_KEY" not in s.environment() and s.environment()["EMBEDDER_MAX_BATCH_SIZE"] == "7"
 
 
-@pytest.mark.parametrize("name,value", [("MAX_BATCH_SIZE", "many"), ("MAX_BATCH_SIZE", "0"),
-                                        ("METRICS_REQUIRE_KEY", "maybe"), ("BACKEND", "tensorflow"),
-                                        ("REQUEST_TIMEOUT", "-1"), ("WORKERS", "-2")])
-def test_bad_values_are_refused_with_the_variable_name(monkeypatch, name, value):
-    monkeypatch.setenv("EMBEDDER_" + name, value)
-    with pytest.raises(ValueError, match="EMBEDDER_"):
-        Settings.from_env()
+def test_every_setting_is_read_from_its_variable():
+    """Each declared variable reaches its field (a typo in a declaration would show here)."""
+    samples = {str: "/some/where", int: "5", float: "1.5", bool: "true"}
+    choices = {"backend": "torch", "quantize": "", "log_level": "debug"}
+    for spec in specs():
+        raw = choices.get(spec.name, samples[spec.type])
+        assert getattr(Settings.from_env({spec.env: raw}), spec.name) == config.parse(spec, raw), spec.env
+
+
+def test_the_old_threads_variable_still_works():
+    assert Settings.from_env({"EMBEDDER_TORCH_THREADS": "3"}).threads == 3
+    assert Settings.from_env({"EMBEDDER_TORCH_THREADS": "3", "EMBEDDER_THREADS": "2"}).threads == 2
+
+
+@pytest.mark.parametrize("name,value,error", [
+    ("MAX_BATCH_SIZE", "many", "not an integer"), ("MAX_BATCH_SIZE", "0", "at least 1"),
+    ("METRICS_REQUIRE_KEY", "maybe", "not a boolean"), ("BACKEND", "tensorflow", "expected one of"),
+    ("REQUEST_TIMEOUT", "-1", "more than 0"), ("REQUEST_TIMEOUT", "0", "more than 0"),
+    ("WORKERS", "-2", "at least 0"), ("TORCH_THREADS", "x", "TORCH_THREADS"),
+    ("LOG_LEVEL", "loud", "expected one of"), ("QUANTIZE", "int4", "expected one of")])
+def test_bad_values_are_refused_with_the_variable_name(name, value, error):
+    with pytest.raises(ValueError, match="EMBEDDER_") as info:
+        Settings.from_env({"EMBEDDER_" + name: value})
+    assert error in str(info.value)
+
+
+def test_rules_hold_for_settings_built_in_code_too():
+    with pytest.raises(ValueError, match="EMBEDDER_HTTP_THREADS"):
+        Settings(http_threads=0)
+    with pytest.raises(ValueError, match="needs EMBEDDER_BACKEND=onnx"):
+        Settings(backend="torch", quantize="int8")
+    with pytest.raises(ValueError, match="expected int"):
+        Settings(workers="2")
+    assert Settings(request_timeout=2).request_timeout == 2.0
+
+
+def test_backend_labels():
+    assert config.BACKEND_LABELS == {"onnx": ("onnx", ""), "onnx-int8": ("onnx", "int8"), "torch": ("torch", "")}
+    assert Settings().backend_label == "onnx" and Settings(quantize="int8").backend_label == "onnx-int8"
 
 
 def fake_cgroup(monkeypatch, files: dict):
@@ -36,7 +66,7 @@ def fake_cgroup(monkeypatch, files: dict):
 
 
 def test_cgroup_v2_quota_caps_cores(monkeypatch):
-    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     fake_cgroup(monkeypatch, {"/sys/fs/cgroup/cpu.max": "250000 100000"})
     assert config.available_cpus() == 3  # 2.5 CPUs round up
     fake_cgroup(monkeypatch, {"/sys/fs/cgroup/cpu.max": "max 100000"})
@@ -44,7 +74,7 @@ def test_cgroup_v2_quota_caps_cores(monkeypatch):
 
 
 def test_cgroup_v1_quota_caps_cores(monkeypatch):
-    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     fake_cgroup(monkeypatch, {"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "200000",
                               "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000"})
     assert config.available_cpus() == 2
@@ -53,10 +83,25 @@ def test_cgroup_v1_quota_caps_cores(monkeypatch):
     assert config.available_cpus() == 8
 
 
-def test_workers_times_threads_fit_the_cores(monkeypatch):
+def test_without_an_affinity_api_the_cpu_count_is_used(monkeypatch):
+    """macOS has no sched_getaffinity."""
+    monkeypatch.delattr(config.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 10)
+    fake_cgroup(monkeypatch, {})
+    assert config.available_cpus() == 10
+
+
+def test_workers_times_threads_fit_the_cores():
+    assert worker_layout(cpus=8) == config.WorkerLayout(8, 1)
+    assert worker_layout(workers=2, cpus=8) == config.WorkerLayout(2, 4)
+    assert worker_layout(threads=4, cpus=8) == config.WorkerLayout(2, 4)
+    assert worker_layout(workers=3, cpus=8).threads == 2  # 8 // 3: never oversubscribe
+    assert worker_layout(workers=16, cpus=8).threads == 1
+    assert worker_layout(threads=16, cpus=8) == config.WorkerLayout(1, 16)
+
+
+def test_layout_follows_the_running_worker_count(monkeypatch):
     monkeypatch.setattr(config, "available_cpus", lambda: 8)
-    assert (Settings().default_workers(), Settings().threads_for(8)) == (8, 1)
-    assert (Settings(workers=2).default_workers(), Settings(workers=2).threads_for(2)) == (2, 4)
-    assert Settings(torch_threads=4).default_workers() == 2
-    assert Settings().threads_for(3) == 2  # 8 // 3: never oversubscribe
-    assert Settings().threads_for(16) == 1
+    assert Settings().layout() == config.WorkerLayout(8, 1)
+    assert Settings(workers=2).layout(workers=4) == config.WorkerLayout(4, 2)  # gunicorn -w 4 wins
+    assert Settings(threads=2).layout(workers=1) == config.WorkerLayout(1, 2)
