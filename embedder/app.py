@@ -11,20 +11,18 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from metrics import definitions as m
 
 from .config import Settings
-from .errors import ApiError
+from .http_errors import Unauthorized, kind_of
 from .responses import error_response
 
 log = logging.getLogger("embedder.app")
 
 # A refused body is read up to this much before the connection is closed anyway.
 DRAIN_LIMIT = 64 * 1024 * 1024
-# HTTP statuses that are not the client's fault, by metrics reason.
-_REASONS = {429: "overloaded", 401: "auth", 503: "timeout"}
 
 
 def build_service(settings: Settings):
@@ -80,35 +78,26 @@ def _register_auth(app: Flask, settings: Settings) -> None:
             return
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "auth",
-                           headers={"WWW-Authenticate": 'Bearer realm="embedder"'})
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
 
 
 def _register_errors(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(error: ApiError):
-        m.FAILURES.labels(error.error_type if error.error_type in m.FAILURE_REASONS
-                          else _REASONS.get(error.status, "validation")).inc()
-        return error_response(error)
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        headers = {}
-        if error.code == 413:
-            m.FAILURES.labels("validation").inc()
-            _drain_body()
-            headers["Connection"] = "close"
-        elif error.code == 405 and error.valid_methods:
-            headers["Allow"] = ", ".join(sorted(error.valid_methods))
-        message = f"{error.name}: {error.description}" if error.description else error.name
-        return error_response(ApiError(error.code or 500, message,
-                                       error.name.lower().replace(" ", "_"), headers=headers))
+    """Every error, the core's, ours and werkzeug's, answered from the one table (http_errors.py)."""
 
     @app.errorhandler(Exception)
-    def internal_error(error: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        m.FAILURES.labels("internal").inc()
-        return error_response(ApiError(500, "internal server error", "internal"))
+    def answer(error: Exception):
+        kind = kind_of(error)
+        if kind.status == 500:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+        if kind.reason is not None:
+            m.FAILURES.labels(kind.reason).inc()
+        headers = {}
+        if isinstance(error, RequestEntityTooLarge):
+            _drain_body()
+            headers["Connection"] = "close"
+        elif isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return error_response(error, headers)
 
 
 def _register_metrics(app: Flask) -> None:

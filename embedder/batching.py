@@ -18,19 +18,9 @@ import numpy as np
 
 from metrics import definitions as m
 
+from .errors import Overloaded, TimedOut, Unavailable
+
 log = logging.getLogger("embedder.batching")
-
-
-class Overloaded(Exception):
-    """The worker's queue is full; the client should retry later (HTTP 429)."""
-
-
-class TimedOut(Exception):
-    """The request waited longer than its deadline; its inputs were dropped (HTTP 503)."""
-
-
-class BatcherUnavailable(Exception):
-    """The batching thread is not running (not started, or died)."""
 
 
 class _Job:
@@ -98,7 +88,7 @@ class Batcher:
         """Give up: fail every waiting request now rather than let it hang (watchdog)."""
         with self._cond:
             self.broken = reason
-            error = BatcherUnavailable(reason)
+            error = Unavailable(f"worker not serving: {reason}")
             for item in [*self._running, *self._queue]:
                 if item.job.remaining > 0:
                     item.job.error, item.job.remaining = error, 0
@@ -118,15 +108,18 @@ class Batcher:
     # -- request side ----------------------------------------------------------------------
     def submit(self, token_ids: list[list[int]], timeout: float) -> Result:
         """Queue one request's inputs and wait for their raw vectors, in order."""
+        if self.broken is not None:
+            raise Unavailable(f"worker not serving: {self.broken}")
         if not self.running():
-            raise BatcherUnavailable("the batching thread is not running")
+            raise Unavailable("worker not ready: the batching thread is not running")
         job = _Job(len(token_ids), self.dimension)
         items = [_Item(job, row, ids) for row, ids in enumerate(token_ids)]
         with self._cond:
             if self.broken is not None:
-                raise BatcherUnavailable(self.broken)
+                raise Unavailable(f"worker not serving: {self.broken}")
             if self._queue and len(self._queue) + len(items) > self.max_queued_inputs:
-                raise Overloaded(f"{len(self._queue)} inputs already queued in this worker")
+                raise Overloaded(f"server busy: {len(self._queue)} inputs already queued in this worker; "
+                                 "retry shortly")
             self._queue.extend(items)
             m.QUEUED_INPUTS.inc(len(items))
             self._cond.notify()
@@ -134,7 +127,7 @@ class Batcher:
             with self._cond:
                 if not job.done.is_set():
                     self._drop(job)
-                    raise TimedOut(f"no result within {timeout:g} s")
+                    raise TimedOut(f"request timed out in the queue: no result within {timeout:g} s")
         if job.error is not None:
             raise job.error
         return Result(job.vectors, job.queue_seconds, job.inference_seconds)

@@ -1,42 +1,42 @@
-"""The one exception type the HTTP layer turns into a JSON error, in the shape of each API."""
+"""The errors the core (model, batcher, service) raises, in its own terms.
+
+The core knows nothing of HTTP: ``embedder/http_errors.py`` holds the one table that maps each of
+these classes to a status, the error shapes of both APIs, a metrics reason and its documentation,
+as text-embeddings-inference's core raises core errors that its HTTP layer maps in one place.
+"""
 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    """A client-visible failure: HTTP status, message naming the field, and a metrics reason.
+class EmbedderError(Exception):
+    """A failure a client should hear about; ``param`` names the request field at fault, if any."""
 
-    ``error_type`` is the native ``error_type`` (validation, overloaded, ...); OpenAI routes map
-    it to OpenAI's ``type``. ``param`` names the offending field where there is one.
-    """
-
-    def __init__(self, status: int, message: str, error_type: str = "validation", *,
-                 param: str | None = None, headers: dict | None = None):
+    def __init__(self, message: str, *, param: str | None = None):
         super().__init__(message)
-        self.status = status
         self.message = message
-        self.error_type = error_type
         self.param = param
-        self.headers = headers or {}
 
 
-# OpenAI's error "type" for each native error_type.
-OPENAI_TYPES = {
-    "validation": "invalid_request_error",
-    "auth": "authentication_error",
-    "not_found": "invalid_request_error",
-    "overloaded": "rate_limit_error",
-    "timeout": "server_error",
-    "unavailable": "server_error",
-    "internal": "server_error",
-}
+class InvalidInput(EmbedderError):
+    """The request breaks a rule: a wrong type, an empty or missing input, a limit, a range."""
 
 
-def native_body(error: ApiError) -> dict:
-    return {"error": error.message, "error_type": error.error_type}
+class InputTooLong(InvalidInput):
+    """An input has more tokens than the model reads and truncation was not allowed."""
+
+    def __init__(self, index: int, tokens: int, limit: int, field: str = "inputs"):
+        super().__init__(f"'{field}[{index}]' has {tokens} tokens, more than the model's {limit}; "
+                         "send truncate=true to cut it", param=field)
+        self.index, self.tokens, self.limit = index, tokens, limit
 
 
-def openai_body(error: ApiError) -> dict:
-    return {"error": {"message": error.message,
-                      "type": OPENAI_TYPES.get(error.error_type, "invalid_request_error"),
-                      "param": error.param, "code": error.error_type}}
+class Overloaded(EmbedderError):
+    """The worker's queue is full; the client should retry shortly."""
+
+
+class TimedOut(EmbedderError):
+    """The request waited longer than its deadline; its inputs were dropped."""
+
+
+class Unavailable(EmbedderError):
+    """The worker is not serving: its batching thread has not started, died or hung."""

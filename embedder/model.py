@@ -12,23 +12,20 @@ import os
 from dataclasses import dataclass, field
 
 from .config import Settings
+from .errors import InputTooLong
 
 log = logging.getLogger("embedder.model")
-
-
-class InputTooLong(ValueError):
-    """An input has more tokens than the model reads and truncation was not allowed."""
-
-    def __init__(self, index: int, tokens: int, limit: int):
-        super().__init__(f"input {index} has {tokens} tokens, more than the model's {limit}")
-        self.index, self.tokens, self.limit = index, tokens, limit
 
 
 @dataclass
 class LoadedModel:
     """A sentence-transformers model plus what serving needs to know about it."""
 
+    #: The sentence-transformers model (its modules run in the torch backend, the ONNX export
+    #: traces it); None for a model that only tokenizes, as the fast tests' stand-in does.
     st_model: object
+    #: A Hugging Face tokenizer (called as ``tokenizer(texts, ...)["input_ids"]``).
+    tokenizer: object
     model_id: str
     path: str
     dimension: int
@@ -43,10 +40,6 @@ class LoadedModel:
     pad_id: int = 0
     #: Whether the transformer takes token_type_ids (BERT does; many others do not).
     uses_token_type_ids: bool = True
-
-    @property
-    def tokenizer(self):
-        return self.st_model.tokenizer
 
     def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text with special tokens, truncated to the model's limit."""
@@ -103,6 +96,7 @@ def load_model(settings: Settings) -> LoadedModel:
         else st_model.get_sentence_embedding_dimension()
     loaded = LoadedModel(
         st_model=st_model,
+        tokenizer=tokenizer,
         model_id=settings.resolved_model_id(),
         path=str(path),
         dimension=int(dimension),

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document served at ``GET /openapi.json``.
 
-Hand-maintained beside the code it describes (routes.py, validation.py, errors.py, app.py):
-change one, change this. The limits in the schemas (inputs per request, characters per input,
+Hand-maintained beside the code it describes (routes.py, validation.py): change one, change
+this. Errors come from the one table in http_errors.py, so their statuses, codes and meanings
+cannot drift. The limits in the schemas (inputs per request, characters per input,
 ``dimensions``, token ids) and the security requirements come from the running settings and
 model, so the document is true for this deployment and Schemathesis can check the server
 against the limits it really enforces (tests/test_openapi.py).
@@ -13,54 +14,28 @@ import functools
 
 import orjson
 
-from . import __version__
+from . import __version__, http_errors
 
 JSON = "application/json"
 NATIVE, OPENAI = "native", "openai"
 
-# error_type (native) / error.code (OpenAI) that each error status carries (errors.py, app.py).
-ERROR_TYPES = {
-    400: ["validation"],
-    401: ["auth"],
-    404: ["not_found"],
-    405: ["method_not_allowed"],
-    413: ["request_entity_too_large"],
-    415: ["validation"],
-    422: ["validation"],
-    429: ["overloaded"],
-    500: ["internal"],
-    503: ["timeout", "unavailable"],
-}
-# OpenAI's error.type for each error_type (errors.OPENAI_TYPES; HTTP errors fall back to the first).
-OPENAI_TYPES = ["invalid_request_error", "authentication_error", "rate_limit_error", "server_error"]
-
-ERROR_DESCRIPTIONS = {
-    400: "Malformed JSON: invalid syntax, invalid UTF-8, NaN/Infinity, lone surrogates, numbers "
-         "out of range or nesting deeper than 1024 levels.",
-    401: "Missing or wrong API key (only when EMBEDDER_API_KEY is set).",
-    404: "No such route.",
-    405: "Method not allowed on this route; `Allow` lists the methods that are.",
-    413: "Request body larger than EMBEDDER_MAX_BODY_BYTES.",
-    415: "Content-Type is missing or not application/json.",
-    422: "Well-formed JSON that breaks a rule: a missing field, a wrong type, an empty list or "
-         "string, a limit (EMBEDDER_MAX_INPUTS, EMBEDDER_MAX_INPUT_CHARS), `dimensions` out of "
-         "range, an unknown `prompt_name`, a token id outside the vocabulary, or an input over the "
-         "model's token limit with `truncate: false`. The message names the field.",
-    429: "This worker's queue is full (EMBEDDER_MAX_QUEUED_INPUTS); retry after `Retry-After` seconds.",
-    500: "Internal error (no details are exposed).",
-    503: "Waited longer than EMBEDDER_REQUEST_TIMEOUT (`timeout`) or the worker is not serving "
-         "(`unavailable`).",
-}
+#: Per status, its rows of the error table (http_errors.ERRORS): codes, OpenAI types, docs, headers.
+ERRORS_BY_STATUS = http_errors.by_status()
+OPENAI_TYPES = sorted({kind.openai_type for kind in http_errors.ERRORS.values()})
 
 
 def _nullable(schema: dict) -> dict:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def _codes(status: int) -> list[str]:
+    return sorted({kind.code for kind in ERRORS_BY_STATUS[status]})
+
+
 def _native_error(status: int) -> dict:
     return {"type": "object", "required": ["error", "error_type"], "additionalProperties": False,
             "properties": {"error": {"type": "string", "minLength": 1},
-                           "error_type": {"type": "string", "enum": ERROR_TYPES[status]}}}
+                           "error_type": {"type": "string", "enum": _codes(status)}}}
 
 
 def _openai_error(status: int) -> dict:
@@ -69,7 +44,7 @@ def _openai_error(status: int) -> dict:
              "properties": {"message": {"type": "string", "minLength": 1},
                             "type": {"type": "string", "enum": OPENAI_TYPES},
                             "param": {"type": ["string", "null"]},
-                            "code": {"type": "string", "enum": ERROR_TYPES[status]}}}
+                            "code": {"type": "string", "enum": _codes(status)}}}
     return {"type": "object", "required": ["error"], "additionalProperties": False,
             "properties": {"error": inner}}
 
@@ -79,10 +54,11 @@ def _header(description: str, pattern: str | None = None) -> dict:
     return {"description": description, "required": True, "schema": schema}
 
 
-_ERROR_HEADERS = {
-    401: {"WWW-Authenticate": _header("The scheme to use: `Bearer`.", r"^Bearer")},
-    405: {"Allow": _header("The methods this route answers.")},
-    429: {"Retry-After": _header("Seconds to wait before retrying.", r"^[0-9]+$")},
+# What each header the error table sets (and 405's Allow) means, and its pattern.
+_HEADER_DOCS = {
+    "WWW-Authenticate": _header("The scheme to use: `Bearer`.", r"^Bearer"),
+    "Allow": _header("The methods this route answers."),
+    "Retry-After": _header("Seconds to wait before retrying.", r"^[0-9]+$"),
 }
 _MS = r"^[0-9]+(\.[0-9]+)?$"
 _TIMING_HEADERS = {
@@ -96,9 +72,11 @@ _TIMING_HEADERS = {
 
 def _error_response(status: int, shape: str) -> dict:
     schema = _native_error(status) if shape == NATIVE else _openai_error(status)
-    response = {"description": ERROR_DESCRIPTIONS[status], "content": {JSON: {"schema": schema}}}
-    if status in _ERROR_HEADERS:
-        response["headers"] = _ERROR_HEADERS[status]
+    kinds = ERRORS_BY_STATUS[status]
+    response = {"description": " ".join(kind.doc for kind in kinds), "content": {JSON: {"schema": schema}}}
+    names = [name for kind in kinds for name in kind.headers] + (["Allow"] if status == 405 else [])
+    if names:
+        response["headers"] = {name: _HEADER_DOCS[name] for name in names}
     return response
 
 
@@ -124,9 +102,10 @@ def _body(schema_name: str) -> dict:
     return {"required": True, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
 
 
-def build(settings, model) -> dict:
-    """The document for these settings (limits, API key) and this model (dimension, vocabulary)."""
-    dim, vocab, chars = model.dimension, model.vocab_size, settings.max_input_chars
+def build(settings, limits, model_id: str) -> dict:
+    """The document for these settings (API key), these limits (inputs, characters, the model's
+    dimension and vocabulary) and this model."""
+    dim, vocab, chars = limits.dimension, limits.vocab_size, limits.max_input_chars
     keyed = bool(settings.api_key)
     bearer = [{"bearerAuth": []}] if keyed else []
     metrics_keyed = keyed and settings.metrics_require_key
@@ -134,15 +113,15 @@ def build(settings, model) -> dict:
 
     text = {"type": "string", "minLength": 1, "maxLength": chars,
             "description": f"At most {chars} characters (EMBEDDER_MAX_INPUT_CHARS); "
-                           f"longer than {model.max_input_tokens} tokens is cut or refused, see `truncate`."}
-    texts = {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": {"$ref": "#/components/schemas/Text"},
-             "description": f"At most {settings.max_inputs} inputs per request (EMBEDDER_MAX_INPUTS)."}
+                           f"longer than {limits.max_input_tokens} tokens is cut or refused, see `truncate`."}
+    texts = {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": {"$ref": "#/components/schemas/Text"},
+             "description": f"At most {limits.max_inputs} inputs per request (EMBEDDER_MAX_INPUTS)."}
     token_id = {"type": "integer", "minimum": 0, "maximum": vocab - 1}
     token_ids = {"type": "array", "minItems": 1, "items": token_id,
                  "description": "One input as token ids, without special tokens; cut to the model's limit."}
     dimensions = _nullable({"type": "integer", "minimum": 1, "maximum": dim,
                             "description": f"Keep the first N of {dim} dimensions (then normalize)."})
-    prompts = sorted(model.prompts)
+    prompts = sorted(limits.prompts)
     prompt_name = _nullable({"type": "string", "enum": prompts}) if prompts else {"type": "null"}
     vector = {"type": "array", "minItems": 1, "maxItems": dim, "items": {"type": "number"}}
 
@@ -156,7 +135,7 @@ def build(settings, model) -> dict:
                 "normalize": _nullable({"type": "boolean", "default": True,
                                         "description": "Scale each vector to unit length."}),
                 "truncate": _nullable({"type": "boolean", "default": True,
-                                       "description": f"Cut inputs over {model.max_input_tokens} tokens; "
+                                       "description": f"Cut inputs over {limits.max_input_tokens} tokens; "
                                                       "false refuses them with 422."}),
                 "dimensions": dimensions,
                 "prompt_name": prompt_name,
@@ -169,7 +148,7 @@ def build(settings, model) -> dict:
             "properties": {
                 "input": {"anyOf": [
                     {"$ref": "#/components/schemas/Text"}, texts, token_ids,
-                    {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": token_ids},
+                    {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": token_ids},
                 ]},
                 "model": _nullable({"type": "string"}),
                 "encoding_format": _nullable({"type": "string", "enum": ["float", "base64"], "default": "float",
@@ -177,13 +156,13 @@ def build(settings, model) -> dict:
                 "dimensions": dimensions,
             },
         },
-        "EmbedResponse": {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": vector,
+        "EmbedResponse": {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": vector,
                           "description": "One vector per input, in input order."},
         "OpenAIEmbeddingResponse": {
             "type": "object", "required": ["object", "data", "model", "usage"],
             "properties": {
                 "object": {"const": "list"},
-                "data": {"type": "array", "minItems": 1, "maxItems": settings.max_inputs, "items": {
+                "data": {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": {
                     "type": "object", "required": ["object", "index", "embedding"],
                     "properties": {
                         "object": {"const": "embedding"},
@@ -199,12 +178,12 @@ def build(settings, model) -> dict:
         "Info": {
             "type": "object",
             "required": ["model_id", "dimension", "max_input_tokens", "backend", "workers",
-                         "torch_threads_per_worker", "max_inputs", "max_input_chars", "max_body_bytes", "version"],
+                         "threads_per_worker", "max_inputs", "max_input_chars", "max_body_bytes", "version"],
             "properties": {
                 "model_id": {"type": "string"}, "dimension": {"type": "integer"},
                 "max_input_tokens": {"type": "integer"}, "normalized_by_model": {"type": "boolean"},
                 "prompts": {"type": "array", "items": {"type": "string"}}, "backend": {"type": "string"},
-                "workers": {"type": "integer"}, "torch_threads_per_worker": {"type": "integer"},
+                "workers": {"type": "integer"}, "threads_per_worker": {"type": "integer"},
                 "pid": {"type": "integer"}, "max_batch_size": {"type": "integer"},
                 "max_batch_tokens": {"type": "integer"}, "max_queued_inputs": {"type": "integer"},
                 "max_inputs": {"type": "integer"}, "max_input_chars": {"type": "integer"},
@@ -214,7 +193,7 @@ def build(settings, model) -> dict:
         },
     }
     responses = {f"{shape}{status}": _error_response(status, shape)
-                 for shape in (NATIVE, OPENAI) for status in ERROR_TYPES}
+                 for shape in (NATIVE, OPENAI) for status in ERRORS_BY_STATUS}
 
     def op(summary, ok, errors, *, shape=NATIVE, secured=keyed, body=None):
         operation = {"summary": summary, "security": bearer if secured else [],
@@ -255,7 +234,7 @@ def build(settings, model) -> dict:
             "title": "embedder",
             "version": __version__,
             "description": (
-                f"Sentence embeddings from {model.model_id} ({dim} dimensions). Errors are JSON: "
+                f"Sentence embeddings from {model_id} ({dim} dimensions). Errors are JSON: "
                 '`{"error": str, "error_type": str}` on native routes and OpenAI\'s '
                 '`{"error": {"message", "type", "param", "code"}}` on /v1/embeddings and /embeddings, '
                 "also for unknown routes (404, `not_found`) and methods (405, `method_not_allowed`, "
@@ -279,4 +258,4 @@ def build(settings, model) -> dict:
 @functools.cache
 def document_bytes(service) -> bytes:
     """The document as JSON, built once per worker's service (settings and model do not change)."""
-    return orjson.dumps(build(service.settings, service.model))
+    return orjson.dumps(build(service.settings, service.limits, service.model_id))

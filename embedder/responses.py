@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from flask import Response, request
 
-from .errors import ApiError, native_body, openai_body
+from .http_errors import kind_of, native_body, openai_body
 
 OPENAI_ROUTES = ("/v1/embeddings", "/embeddings")
 
@@ -15,6 +15,8 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
                     headers=headers, mimetype="application/json")
 
 
-def error_response(error: ApiError) -> Response:
+def error_response(error: BaseException, headers: dict | None = None) -> Response:
+    """The error as the route's API shapes it, with the table's status and fixed headers."""
+    kind = kind_of(error)
     body = openai_body(error) if request.path in OPENAI_ROUTES else native_body(error)
-    return json_response(body, error.status, error.headers)
+    return json_response(body, kind.status, {**kind.headers, **(headers or {})})

@@ -11,15 +11,15 @@ from flask import Blueprint, Response, current_app, g, request
 from metrics.multiprocess import render
 
 from . import openapi
-from .errors import ApiError
+from .errors import Unavailable
 from .responses import json_response
-from .service import WARMUP_TEXT, Embeddings
-from .validation import EmbedRequest, parse_json, parse_openai, parse_tei
+from .service import WARMUP_TEXT, EmbeddingService, EmbedRequest, Embeddings
+from .validation import parse_json, parse_openai, parse_tei
 
 api = Blueprint("api", __name__)
 
 
-def _service():
+def _service() -> EmbeddingService:
     return current_app.extensions["embedder"]
 
 
@@ -46,8 +46,7 @@ def original_benchmark():
 def embed():
     service = _service()
     data = parse_json(request.get_data(cache=False), request.content_type)
-    parsed = parse_tei(data, service.settings, service.model.dimension, service.model.prompts)
-    result = service.embed(parsed)
+    result = service.embed(parse_tei(data, service.limits))
     return json_response(result.vectors, headers=_timing_headers(result))
 
 
@@ -56,7 +55,7 @@ def embed():
 def openai_embeddings():
     service = _service()
     data = parse_json(request.get_data(cache=False), request.content_type)
-    parsed = parse_openai(data, service.settings, service.model.dimension, service.model.vocab_size)
+    parsed = parse_openai(data, service.limits)
     result = service.embed(parsed)
     if parsed.encoding_format == "base64":
         items = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in result.vectors]
@@ -65,7 +64,7 @@ def openai_embeddings():
     body = {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(items)],
-        "model": service.model.model_id,
+        "model": service.model_id,
         "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
     }
     return json_response(body, headers=_timing_headers(result))
@@ -74,7 +73,7 @@ def openai_embeddings():
 @api.get("/health")
 def health():
     if not _service().healthy():
-        raise ApiError(503, "model not loaded or batching thread not running", "unavailable")
+        raise Unavailable("model not loaded or batching thread not running")
     return json_response({"status": "ok"})
 
 

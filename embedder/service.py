@@ -1,4 +1,6 @@
-"""One worker's embedding service: tokenize, queue for the batcher, post-process the vectors.
+"""One worker's embedding service: the core's entry point. It takes domain requests
+(:class:`EmbedRequest`), tokenizes, queues for the batcher, post-processes the vectors, and raises
+only the core's errors (``errors.py``); it knows nothing of HTTP.
 
 Built in the Gunicorn master with the loaded model; :meth:`EmbeddingService.start_worker` runs in
 each worker after fork (threads, batching thread, warm-up), never in the master.
@@ -10,21 +12,47 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from metrics import definitions as m
 
-from .batching import Batcher, BatcherUnavailable, Overloaded, TimedOut
+from .batching import Batcher
 from .config import Settings
-from .errors import ApiError
-from .model import InputTooLong
-from .validation import EmbedRequest
 
 log = logging.getLogger("embedder.service")
 
 WARMUP_TEXT = "this is a test"
+
+
+@dataclass
+class EmbedRequest:
+    """One embedding request, either API, after validation."""
+
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+    normalize: bool = True
+    truncate: bool = True
+    dimensions: int | None = None
+    prompt_name: str | None = None
+    encoding_format: str = "float"
+
+    @property
+    def count(self) -> int:
+        return len(self.texts if self.texts is not None else self.token_ids)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a request may ask of this service: validation checks requests against it."""
+
+    max_inputs: int
+    max_input_chars: int
+    dimension: int
+    vocab_size: int
+    max_input_tokens: int
+    prompts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +69,10 @@ class EmbeddingService:
         self.settings = settings
         self.model = model
         self.backend = backend
+        self.model_id: str = model.model_id
+        self.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars,
+                             dimension=model.dimension, vocab_size=model.vocab_size,
+                             max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts))
         self.batcher = Batcher(backend.forward, dimension=model.dimension,
                                max_batch_size=settings.max_batch_size,
                                max_batch_tokens=settings.max_batch_tokens,
@@ -49,22 +81,20 @@ class EmbeddingService:
         self.started_pid: int | None = None
         #: Token ids of GET /'s sentence, tokenized once.
         self.warmup_ids = model.token_ids([WARMUP_TEXT], truncate=True)
-        self.workers = settings.default_workers()
-        self.torch_threads = settings.threads_for(self.workers)
+        self.layout = settings.layout()
 
     def start_worker(self, workers: int | None = None, on_failure=None) -> None:
         """In a worker after fork: size threads, warm up, start batching, then report ready.
 
-        ``on_failure`` is called once if the batching thread dies or hangs (Gunicorn passes a
-        callback that makes the worker exit, so the master replaces it).
+        ``workers`` is the count Gunicorn really runs. ``on_failure`` is called once if the
+        batching thread dies or hangs (Gunicorn passes a callback that makes the worker exit, so
+        the master replaces it).
         """
         if self.started_pid == os.getpid():
             return
-        if workers:
-            self.workers = workers
-        self.torch_threads = self.settings.threads_for(self.workers)
+        self.layout = self.settings.layout(workers)
         began = time.perf_counter()
-        self.backend.start(self.torch_threads)
+        self.backend.start(self.layout.threads)
         for _ in range(2):  # straight to the backend: warm-up is not traffic, so not in the metrics
             self.backend.forward(self.warmup_ids)
         self.batcher.start()
@@ -73,11 +103,11 @@ class EmbeddingService:
         threading.Thread(target=self._watch, args=(on_failure,), name="embedder-watchdog",
                          daemon=True).start()
         m.WORKERS.set(1)
-        m.MODEL_INFO.labels(self.model.model_id, self.backend.name, str(self.model.dimension)).set(1)
+        m.MODEL_INFO.labels(self.model_id, self.backend.name, str(self.model.dimension)).set(1)
         for reason in m.FAILURE_REASONS:  # zero series, so rate() and alerts see them from the start
             m.FAILURES.labels(reason)
-        log.info("worker %d ready: %d torch threads, warm-up %.0f ms", os.getpid(),
-                 self.torch_threads, (time.perf_counter() - began) * 1000)
+        log.info("worker %d ready: %d threads, warm-up %.0f ms", os.getpid(),
+                 self.layout.threads, (time.perf_counter() - began) * 1000)
 
     def healthy(self) -> bool:
         return (self.ready and self.batcher.running()
@@ -102,50 +132,41 @@ class EmbeddingService:
     def info(self) -> dict:
         from . import __version__
 
+        s = self.settings
         return {
-            "model_id": self.model.model_id,
+            "model_id": self.model_id,
             "dimension": self.model.dimension,
             "max_input_tokens": self.model.max_input_tokens,
             "normalized_by_model": self.model.ends_with_normalize,
             "prompts": sorted(self.model.prompts),
             "backend": self.backend.name,
-            "workers": self.workers,
-            "torch_threads_per_worker": self.torch_threads,
+            "workers": self.layout.workers,
+            "threads_per_worker": self.layout.threads,
             "pid": os.getpid(),
-            "max_batch_size": self.settings.max_batch_size,
-            "max_batch_tokens": self.settings.max_batch_tokens,
-            "max_queued_inputs": self.settings.max_queued_inputs,
-            "max_inputs": self.settings.max_inputs,
-            "max_input_chars": self.settings.max_input_chars,
-            "max_body_bytes": self.settings.max_body_bytes,
-            "request_timeout": self.settings.request_timeout,
+            "max_batch_size": s.max_batch_size,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_queued_inputs": s.max_queued_inputs,
+            "max_inputs": s.max_inputs,
+            "max_input_chars": s.max_input_chars,
+            "max_body_bytes": s.max_body_bytes,
+            "request_timeout": s.request_timeout,
             "version": __version__,
         }
 
     def embed(self, request: EmbedRequest) -> Embeddings:
+        """Vectors of a validated request, in input order. Raises InputTooLong, Overloaded,
+        TimedOut or Unavailable (``errors.py``)."""
         began = time.perf_counter()
-        try:
-            if request.texts is not None:
-                texts = request.texts
-                if request.prompt_name:
-                    prompt = self.model.prompts[request.prompt_name]
-                    texts = [prompt + text for text in texts]
-                ids = self.model.token_ids(texts, request.truncate)
-            else:
-                ids = self.model.wrap_ids(request.token_ids, request.truncate)
-        except InputTooLong as exc:
-            raise ApiError(422, f"'inputs[{exc.index}]' has {exc.tokens} tokens, more than the model's "
-                           f"{exc.limit}; send truncate=true to cut it", param="inputs") from None
+        if request.texts is not None:
+            texts = request.texts
+            if request.prompt_name:
+                prompt = self.model.prompts[request.prompt_name]
+                texts = [prompt + text for text in texts]
+            ids = self.model.token_ids(texts, request.truncate)
+        else:
+            ids = self.model.wrap_ids(request.token_ids, request.truncate)
         tokenized = time.perf_counter()
-        try:
-            result = self.batcher.submit(ids, self.settings.request_timeout)
-        except Overloaded as exc:
-            raise ApiError(429, f"server busy: {exc}; retry shortly", "overloaded",
-                           headers={"Retry-After": "1"}) from None
-        except TimedOut as exc:
-            raise ApiError(503, f"request timed out in the queue: {exc}", "timeout") from None
-        except BatcherUnavailable as exc:
-            raise ApiError(503, f"worker not ready: {exc}", "unavailable") from None
+        result = self.batcher.submit(ids, self.settings.request_timeout)
         vectors = result.vectors
         if request.dimensions:
             vectors = vectors[:, : request.dimensions]

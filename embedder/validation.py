@@ -1,49 +1,30 @@
-"""Parsing and checking request bodies of the TEI-style and OpenAI-style embedding routes.
+"""Turning request bodies of the TEI-style and OpenAI-style embedding routes into the core's
+:class:`EmbedRequest`, checked against the service's :class:`Limits`.
 
-Every problem becomes an :class:`ApiError` naming the field, so clients never see a 500 for
-their own mistakes. JSON is parsed with orjson, which rejects NaN, lone surrogates and invalid
-UTF-8 and does not recurse into a stack overflow.
+Every problem raises an error of the table in ``http_errors.py`` naming the field, so clients
+never see a 500 for their own mistakes. JSON is parsed with orjson, which rejects NaN, lone
+surrogates and invalid UTF-8 and refuses nesting deeper than 1024 levels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 
-from .config import Settings
-from .errors import ApiError
-
-UNPROCESSABLE = 422
-
-
-@dataclass
-class EmbedRequest:
-    """One embedding request, either API, after validation."""
-
-    texts: list[str] | None = None
-    token_ids: list[list[int]] | None = None
-    normalize: bool = True
-    truncate: bool = True
-    dimensions: int | None = None
-    prompt_name: str | None = None
-    encoding_format: str = "float"
-
-    @property
-    def count(self) -> int:
-        return len(self.texts if self.texts is not None else self.token_ids)
+from .errors import InvalidInput
+from .http_errors import MalformedJSON, UnsupportedMediaType
+from .service import EmbedRequest, Limits
 
 
 def parse_json(body: bytes, content_type: str | None) -> dict:
     mime = (content_type or "").split(";")[0].strip().lower()
     if mime != "application/json":
-        raise ApiError(415, "Content-Type must be application/json", param="Content-Type")
+        raise UnsupportedMediaType("Content-Type must be application/json", param="Content-Type")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(UNPROCESSABLE, "request body must be a JSON object")
+        raise InvalidInput("request body must be a JSON object")
     return data
 
 
@@ -52,7 +33,7 @@ def _bool(data: dict, name: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ApiError(UNPROCESSABLE, f"'{name}' must be true or false", param=name)
+        raise InvalidInput(f"'{name}' must be true or false", param=name)
     return value
 
 
@@ -74,84 +55,84 @@ def _dimensions(data: dict, model_dimension: int) -> int | None:
         return None
     value = _integer(value)
     if value is None:
-        raise ApiError(UNPROCESSABLE, "'dimensions' must be an integer", param="dimensions")
+        raise InvalidInput("'dimensions' must be an integer", param="dimensions")
     if not 1 <= value <= model_dimension:
-        raise ApiError(UNPROCESSABLE, f"'dimensions' must be between 1 and {model_dimension}",
-                       param="dimensions")
+        raise InvalidInput(f"'dimensions' must be between 1 and {model_dimension}",
+                           param="dimensions")
     return value
 
 
-def _texts(value, name: str, settings: Settings) -> list[str]:
+def _texts(value, name: str, limits: Limits) -> list[str]:
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise ApiError(UNPROCESSABLE, f"'{name}' must be a string or a list of strings", param=name)
-    _check_count(len(texts), name, settings)
+        raise InvalidInput(f"'{name}' must be a string or a list of strings", param=name)
+    _check_count(len(texts), name, limits)
     for index, text in enumerate(texts):
         if not text:
-            raise ApiError(UNPROCESSABLE, f"'{name}[{index}]' is an empty string", param=name)
-        if len(text) > settings.max_input_chars:
-            raise ApiError(UNPROCESSABLE, f"'{name}[{index}]' has {len(text)} characters, more than "
-                           f"the limit of {settings.max_input_chars}", param=name)
+            raise InvalidInput(f"'{name}[{index}]' is an empty string", param=name)
+        if len(text) > limits.max_input_chars:
+            raise InvalidInput(f"'{name}[{index}]' has {len(text)} characters, more than "
+                               f"the limit of {limits.max_input_chars}", param=name)
     return texts
 
 
-def _check_count(count: int, name: str, settings: Settings) -> None:
+def _check_count(count: int, name: str, limits: Limits) -> None:
     if count == 0:
-        raise ApiError(UNPROCESSABLE, f"'{name}' must not be empty", param=name)
-    if count > settings.max_inputs:
-        raise ApiError(UNPROCESSABLE, f"'{name}' has {count} inputs, more than the limit of "
-                       f"{settings.max_inputs} per request", param=name)
+        raise InvalidInput(f"'{name}' must not be empty", param=name)
+    if count > limits.max_inputs:
+        raise InvalidInput(f"'{name}' has {count} inputs, more than the limit of "
+                           f"{limits.max_inputs} per request", param=name)
 
 
-def _token_ids(value: list, settings: Settings, vocab_size: int) -> list[list[int]]:
+def _token_ids(value: list, limits: Limits) -> list[list[int]]:
     single = _ids(value)
     lists = [single] if single is not None else [_ids(ids) for ids in value]
     if any(ids is None for ids in lists):
-        raise ApiError(UNPROCESSABLE, "'input' must be a string, a list of strings, a list of "
-                       "token ids or a list of lists of token ids, with nothing empty", param="input")
-    _check_count(len(lists), "input", settings)
+        raise InvalidInput("'input' must be a string, a list of strings, a list of "
+                           "token ids or a list of lists of token ids, with nothing empty", param="input")
+    _check_count(len(lists), "input", limits)
     for index, ids in enumerate(lists):
-        if any(not 0 <= v < vocab_size for v in ids):
-            raise ApiError(UNPROCESSABLE, f"'input[{index}]' has a token id outside 0..{vocab_size - 1}",
-                           param="input")
+        if any(not 0 <= v < limits.vocab_size for v in ids):
+            raise InvalidInput(f"'input[{index}]' has a token id outside 0..{limits.vocab_size - 1}",
+                               param="input")
     return lists
 
 
-def parse_tei(data: dict, settings: Settings, dimension: int, prompts: dict) -> EmbedRequest:
+def parse_tei(data: dict, limits: Limits) -> EmbedRequest:
     """``POST /embed``: text-embeddings-inference's request shape."""
     if "inputs" not in data:
-        raise ApiError(UNPROCESSABLE, "missing field 'inputs'", param="inputs")
+        raise InvalidInput("missing field 'inputs'", param="inputs")
     prompt_name = data.get("prompt_name")
-    if prompt_name is not None and (not isinstance(prompt_name, str) or prompt_name not in prompts):
-        known = ", ".join(sorted(prompts)) or "none"
-        raise ApiError(UNPROCESSABLE, f"'prompt_name' must be one of the model's prompts ({known})",
-                       param="prompt_name")
+    if prompt_name is not None and (not isinstance(prompt_name, str) or prompt_name not in limits.prompts):
+        known = ", ".join(sorted(limits.prompts)) or "none"
+        raise InvalidInput(f"'prompt_name' must be one of the model's prompts ({known})",
+                           param="prompt_name")
     return EmbedRequest(
-        texts=_texts(data["inputs"], "inputs", settings),
+        texts=_texts(data["inputs"], "inputs", limits),
         normalize=_bool(data, "normalize", True),
         truncate=_bool(data, "truncate", True),
-        dimensions=_dimensions(data, dimension),
+        dimensions=_dimensions(data, limits.dimension),
         prompt_name=prompt_name,
     )
 
 
-def parse_openai(data: dict, settings: Settings, dimension: int, vocab_size: int) -> EmbedRequest:
+def parse_openai(data: dict, limits: Limits) -> EmbedRequest:
     """``POST /v1/embeddings``: OpenAI's request shape (``model`` is accepted and ignored)."""
     if "input" not in data:
-        raise ApiError(UNPROCESSABLE, "missing field 'input'", param="input")
+        raise InvalidInput("missing field 'input'", param="input")
     model = data.get("model")
     if model is not None and not isinstance(model, str):
-        raise ApiError(UNPROCESSABLE, "'model' must be a string", param="model")
+        raise InvalidInput("'model' must be a string", param="model")
     encoding_format = data.get("encoding_format")
     if encoding_format is None:
         encoding_format = "float"
     if not isinstance(encoding_format, str) or encoding_format not in ("float", "base64"):
-        raise ApiError(UNPROCESSABLE, "'encoding_format' must be 'float' or 'base64'",
-                       param="encoding_format")
+        raise InvalidInput("'encoding_format' must be 'float' or 'base64'",
+                           param="encoding_format")
     value = data["input"]
-    request = EmbedRequest(dimensions=_dimensions(data, dimension), encoding_format=encoding_format)
+    request = EmbedRequest(dimensions=_dimensions(data, limits.dimension), encoding_format=encoding_format)
     if isinstance(value, list) and value and not isinstance(value[0], str):
-        request.token_ids = _token_ids(value, settings, vocab_size)
+        request.token_ids = _token_ids(value, limits)
     else:
-        request.texts = _texts(value, "input", settings)
+        request.texts = _texts(value, "input", limits)
     return request
