@@ -12,11 +12,15 @@ import pytest
 import requests
 import torch
 
+from bench.servers import ROOT, Gunicorn
 from conftest import onnx_cache as cache_dir
 from embedder.backends import onnx_backend as ob
+from embedder.backends import onnx_export as ox
 from embedder.config import Settings
-from serverproc import Server
 
+CLI = "embedder.backends.onnx_export"  # fills the cache ahead of time (the Dockerfile runs it)
+
+pytestmark = pytest.mark.integration
 EVERY = 14  # every 14th STS-B pair: ~200 real sentences from all its genres
 
 
@@ -83,19 +87,43 @@ def test_cold_export_never_runs_the_model_in_the_master(tmp_path, quantize):
     so both happen in a child process: the master keeps a single thread (no pool started before
     fork), a worker with 2 threads answers, and it exits promptly on SIGTERM (an int8 worker forked
     from a master that had imported onnxruntime hung until graceful_timeout, 30 s, then aborted)."""
-    env = {"EMBEDDER_CACHE_DIR": str(tmp_path), "EMBEDDER_TORCH_THREADS": "2", "EMBEDDER_QUANTIZE": quantize}
-    with Server(workers=1, env=env) as srv:
+    env = {"EMBEDDER_CACHE_DIR": str(tmp_path), "EMBEDDER_THREADS": "2", "EMBEDDER_QUANTIZE": quantize}
+    with Gunicorn(workers=1, env=env) as srv:
         log = srv.log()
         assert f"[{srv.pid}] [INFO] embedder.onnx: exported" in log, log
         if quantize:
             assert f"[{srv.pid}] [INFO] embedder.onnx: quantized" in log, log
         assert len(list(Path(f"/proc/{srv.pid}/task").iterdir())) == 1
         info = requests.get(srv.url + "/info", timeout=30).json()
-        assert (info["backend"], info["torch_threads_per_worker"]) == ("onnx-int8" if quantize else "onnx", 2)
+        assert (info["backend"], info["threads_per_worker"]) == ("onnx-int8" if quantize else "onnx", 2)
         r = requests.post(srv.url + "/embed", json={"inputs": ["a sentence"] * 40}, timeout=60)
         assert r.status_code == 200 and len(r.json()) == 40
         assert srv.stop(timeout=20) == 0, srv.log()[-3000:]
         assert "SIGABRT" not in srv.log() and "terminate called" not in srv.log()
+
+
+def test_building_the_backend_never_imports_onnxruntime(tmp_path_factory):
+    """What the master does, in a fresh interpreter: load the model and build the float32 and int8
+    backends (from the session's cache, exporting and quantizing in children if it is cold). Importing
+    onnxruntime would start a thread that forked workers inherit without it (see the test above)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys
+        from embedder.backends import create_backend
+        from embedder.config import Settings
+        from embedder.model import load_model
+
+        model = load_model(Settings())
+        names = [create_backend(Settings(quantize=q, cache_dir=sys.argv[1]), model).name for q in ("", "int8")]
+        print(names, "onnxruntime" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(cache_dir(tmp_path_factory))], cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['onnx', 'onnx-int8'] False", done.stdout
 
 
 # -- in process -------------------------------------------------------------------------------------
@@ -103,17 +131,17 @@ def test_cache_is_reused_and_keyed_by_the_weights(onnx_server, loaded, tmp_path_
     cache = cache_dir(tmp_path_factory)
     (cached,) = fp32_files(cache)
     stamp = cached.stat().st_mtime_ns
-    assert ob.onnx_file(loaded, cache) == cached and cached.stat().st_mtime_ns == stamp
-    key = ob.export_key(loaded)
+    assert ox.onnx_file(loaded, cache) == cached and cached.stat().st_mtime_ns == stamp
+    key = ox.export_key(loaded)
     assert key[:20] in cached.name
     weight = loaded.st_model[0].auto_model.embeddings.word_embeddings.weight
     with torch.no_grad():
         weight[5, 0] += 0.01
         try:
-            assert ob.export_key(loaded) != key
+            assert ox.export_key(loaded) != key
         finally:
             weight[5, 0] -= 0.01
-    assert ob.export_key(loaded) == key
+    assert ox.export_key(loaded) == key
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
@@ -123,9 +151,9 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
 
     final = tmp_path / "onnx" / "m.onnx"
     with pytest.raises(OSError, match="disk full"):
-        ob._atomic_write(final, fail)
+        ox._atomic_write(final, fail)
     assert list(final.parent.iterdir()) == []
-    ob._atomic_write(final, lambda tmp: tmp.write_bytes(b"whole"))
+    ox._atomic_write(final, lambda tmp: tmp.write_bytes(b"whole"))
     assert [p.name for p in final.parent.iterdir()] == ["m.onnx"] and final.read_bytes() == b"whole"
 
 
@@ -160,11 +188,11 @@ def test_unsupported_pipelines_are_refused(loaded):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense
 
-    transformer, pooling = ob.pipeline_parts(loaded)
+    transformer, pooling = ox.pipeline_parts(loaded)
     dense = SentenceTransformer(modules=[transformer, pooling, Dense(384, 8)], device="cpu")
-    with pytest.raises(ob.UnsupportedModel, match="Transformer -> Pooling -> Dense"):
-        ob.pipeline_parts(dataclasses.replace(loaded, st_model=dense, ends_with_normalize=False))
-    with pytest.raises(ob.UnsupportedModel, match="pooling mode median"):
+    with pytest.raises(ox.UnsupportedModel, match="Transformer -> Pooling -> Dense"):
+        ox.pipeline_parts(dataclasses.replace(loaded, st_model=dense, ends_with_normalize=False))
+    with pytest.raises(ox.UnsupportedModel, match="pooling mode median"):
         ob.pooling_modes(type("FakePooling", (), {"pooling_mode": ("mean", "median")})())
 
 
@@ -192,37 +220,32 @@ def test_pooling_matches_sentence_transformers(mode):
                                        ({"QUANTIZE": "int8"}, None),  # onnx is the default
                                        ({"BACKEND": "torch", "QUANTIZE": "int8"},
                                         "needs EMBEDDER_BACKEND=onnx")])
-def test_backend_settings(monkeypatch, env, error):
-    for name, value in env.items():
-        monkeypatch.setenv("EMBEDDER_" + name, value)
+def test_backend_settings(env, error):
+    environ = {"EMBEDDER_" + name: value for name, value in env.items()}
     if error:
         with pytest.raises(ValueError, match=error):
-            Settings.from_env()
+            Settings.from_env(environ)
     else:
-        settings = Settings.from_env()
+        settings = Settings.from_env(environ)
         assert (settings.backend, settings.quantize) == (env.get("BACKEND", "onnx"), env.get("QUANTIZE", ""))
 
 
-def test_cache_dir_default_and_override(monkeypatch, tmp_path):
-    monkeypatch.delenv("EMBEDDER_CACHE_DIR", raising=False)
-    assert Settings.from_env().resolved_cache_dir() == Settings().resolved_cache_dir()
+def test_cache_dir_default_and_override(tmp_path):
+    assert Settings.from_env({}).resolved_cache_dir() == Settings().resolved_cache_dir()
     assert str(Settings().resolved_cache_dir()).endswith(os.path.join(".cache", "embedder"))
-    monkeypatch.setenv("EMBEDDER_CACHE_DIR", str(tmp_path))
-    assert Settings.from_env().resolved_cache_dir() == tmp_path
+    assert Settings.from_env({"EMBEDDER_CACHE_DIR": str(tmp_path)}).resolved_cache_dir() == tmp_path
 
 
 def test_two_exports_racing_into_one_cache_leave_one_good_file(tmp_path):
-    """``python -m embedder.backends.onnx_backend`` (fills the cache ahead of time), twice at once."""
+    """``python -m embedder.backends.onnx_export`` (fills the cache ahead of time), twice at once."""
     import subprocess
     import sys
 
     import onnxruntime
 
-    from serverproc import ROOT
-
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDDER_BACKEND": "onnx",
            "EMBEDDER_CACHE_DIR": str(tmp_path)}
-    procs = [subprocess.Popen([sys.executable, "-m", "embedder.backends.onnx_backend"], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", CLI], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [proc.communicate(timeout=300) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outs
@@ -232,3 +255,7 @@ def test_two_exports_racing_into_one_cache_leave_one_good_file(tmp_path):
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(paths.pop(), options, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_the_dockerfile_fills_the_cache_with_this_cli():
+    assert f"RUN python -m {CLI}\n" in (ROOT / "deploy" / "Dockerfile").read_text()

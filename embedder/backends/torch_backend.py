@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ..model import LoadedModel
+from .base import pad
 
 
 class TorchBackend:
@@ -26,15 +29,10 @@ class TorchBackend:
         except RuntimeError:  # already set once in this process
             pass
 
-    def forward(self, batch: list[list[int]]) -> np.ndarray:
+    def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         import torch
 
-        longest = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), longest), self.model.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
+        input_ids, attention_mask = (torch.from_numpy(array) for array in pad(batch, self.model.pad_id))
         features = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
