@@ -5,7 +5,8 @@ torch: sentence-transformers ``encode``, as its users run the model. onnx and on
 embedder's own ONNX backend (the same tokenizing and forward pass the server runs), over the
 sentences sorted by length, as ``encode`` sorts them, so both pad alike.
 
-Run by bench/run.py in a child process (its own threads and memory); prints one JSON line.
+Run by bench/run.py in a child process (its own threads and memory); prints one JSON line, a
+schema.Ceiling.
 Usage: python -m bench.ceiling --threads N --seconds S --repeat R [--batch-size B] [--backend NAME]
 """
 
@@ -15,6 +16,11 @@ import argparse
 import json
 import os
 import time
+
+from embedder.config import BACKEND_LABELS
+
+from . import stsb
+from .schema import Ceiling
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -51,23 +57,19 @@ def onnx_encoder(backend: str, quantize: str, threads: int, batch_size: int):
 
 
 def main() -> None:
-    from .servers import Embedder
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--backend", choices=list(Embedder.BACKENDS), default="torch")
+    parser.add_argument("--backend", choices=list(BACKEND_LABELS), default="torch")
     args = parser.parse_args()
 
-    from .workloads import stsb_sentences
-
-    sentences = stsb_sentences()
+    sentences = stsb.sentences()
     if args.backend == "torch":
         encode = torch_encoder(args.threads, args.batch_size)
     else:
-        encode = onnx_encoder(*Embedder.BACKENDS[args.backend], args.threads, args.batch_size)
+        encode = onnx_encoder(*BACKEND_LABELS[args.backend], args.threads, args.batch_size)
         sentences = sorted(sentences, key=len, reverse=True)  # longest first, as encode orders them
     encode(sentences[: args.batch_size])  # warm-up
     rates = []
@@ -80,8 +82,9 @@ def main() -> None:
             if elapsed >= args.seconds:
                 break
         rates.append(round(done / elapsed, 2))
-    print(json.dumps({"sentences_per_s": rates, "backend": args.backend, "threads": args.threads,
-                      "batch_size": args.batch_size, "sentences": len(sentences)}))
+    ceiling = Ceiling(args.backend, args.threads, args.batch_size, len(sentences))
+    ceiling.add(rates)
+    print(json.dumps(ceiling.to_dict()))
 
 
 if __name__ == "__main__":

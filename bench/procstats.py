@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .schema import Memory
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SMAPS_FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty")
 
@@ -70,7 +72,7 @@ def smaps_rollup(pid: int) -> dict[str, int] | None:
     return out
 
 
-def memory(pids: list[int]) -> dict:
+def memory(pids: list[int]) -> Memory:
     """Memory of a set of processes in MiB: summed PSS, summed private pages, and per process."""
     per_process = {}
     for pid in pids:
@@ -78,11 +80,10 @@ def memory(pids: list[int]) -> dict:
         if rollup:
             per_process[pid] = rollup
     mib = 1024.0
-    return {
-        "pss_mib": round(sum(r["Pss"] for r in per_process.values()) / mib, 1),
-        "private_mib": round(sum(r["Private_Clean"] + r["Private_Dirty"]
-                                 for r in per_process.values()) / mib, 1),
-        "processes": len(per_process),
-        "pss_mib_by_pid": {str(pid): round(r["Pss"] / mib, 1) for pid, r in per_process.items()},
-        "rss_mib_by_pid": {str(pid): round(r["Rss"] / mib, 1) for pid, r in per_process.items()},
-    }
+    return Memory(
+        pss_mib=round(sum(r["Pss"] for r in per_process.values()) / mib, 1),
+        private_mib=round(sum(r["Private_Clean"] + r["Private_Dirty"] for r in per_process.values()) / mib, 1),
+        processes=len(per_process),
+        pss_mib_by_pid={str(pid): round(r["Pss"] / mib, 1) for pid, r in per_process.items()},
+        rss_mib_by_pid={str(pid): round(r["Rss"] / mib, 1) for pid, r in per_process.items()},
+    )

@@ -1,21 +1,22 @@
 """The benchmark command: baselines, a sweep of embedder configurations, wrk on each workload.
 
-    python -m bench.run [--duration S] [--repeat N] [--backends torch,onnx,onnx-int8]
-                        [--workers 1,2,4] [--torch-threads auto,1]
+    python -m bench.run [--duration S] [--repeat N] [--backends onnx,onnx-int8,torch]
+                        [--workers 1,2,4] [--threads auto,1]
                         [--http-threads default] [--workloads root,embed1,embed32]
                         [--baselines/--no-baselines] [--ceiling/--no-ceiling]
                         [--interleave/--no-interleave] [--out-dir DIR]
 
 The sweep is every backend x worker count x threads per worker x HTTP threads; "threads" are torch
-intra-op threads for the torch backend and ONNX Runtime intra-op threads for onnx and onnx-int8.
+intra-op threads for the torch backend and ONNX Runtime intra-op threads for onnx and onnx-int8
+(EMBEDDER_THREADS either way).
 One server runs at a time: it is started, measured on each of its workloads (a warm-up, then wrk
 runs) and stopped before the next starts. The plan (Flask baseline, Caddy baseline, each sweep
 configuration, the in-process ceiling of each backend) is run --repeat times in rounds, each round
 in the reverse order of the last, so slow drifts in the machine's load fall on every row alike;
 medians are over rounds. A server that fails to start or a run that fails is recorded with its
-error and the rest goes on. Writes <out-dir>/<date>-<host>.json after every measurement (an
-interrupted run keeps what it measured), then .md and .png at the end. Exit status 1 if anything
-failed.
+error and the rest goes on. Writes <out-dir>/<date>-<host>.json (bench/schema.py's Results) after
+every measurement (an interrupted run keeps what it measured), then .md and .png at the end. Exit
+status 1 if anything failed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,21 +34,16 @@ import time
 import traceback
 from pathlib import Path
 
-from embedder.config import Settings, available_cpus
+from embedder.config import BACKEND_LABELS, Settings, available_cpus, worker_layout
 
-from . import procstats, report
-from .servers import ROOT, CaddyFanout, Embedder, FlaskBaseline
-from .workloads import WORKLOADS, WrkOptions, run_wrk, stsb_sentences, write_bodies
+from . import procstats, report, stsb
+from .schema import Ceiling, Config, Machine, Median, Memory, Results, Row, WrkRun
+from .servers import ROOT, CaddyFanout, FlaskBaseline, start_embedder
+from .workloads import WORKLOADS, WrkOptions, run_wrk, write_bodies
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Backend labels, as the server's /info reports them.
-BACKENDS = tuple(Embedder.BACKENDS)
-
-
-def default_backend_label() -> str:
-    """The backend a server runs with no EMBEDDER_* set (config.py's defaults, read now)."""
-    defaults = Settings()
-    return "onnx-int8" if defaults.quantize == "int8" else defaults.backend
+BACKENDS = tuple(BACKEND_LABELS)
 
 
 def log(message: str) -> None:
@@ -83,12 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of unrecorded load first (3)")
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help=f"inference backends to sweep, any of {', '.join(BACKENDS)} "
-                             f"(all; the default backend is {default_backend_label()})")
+                             f"(all; the default backend is {Settings().backend_label})")
     parser.add_argument("--workers", default=default_workers_list(cores),
                         help=f"worker counts to sweep (here: {default_workers_list(cores)})")
-    parser.add_argument("--torch-threads", default="auto,1",
-                        help="threads per worker (torch's, or ONNX Runtime's for onnx); "
-                             "auto = cores // workers (auto,1)")
+    parser.add_argument("--threads", "--torch-threads", dest="threads", default="auto,1",
+                        help="intra-op threads per worker (torch's, or ONNX Runtime's for onnx); "
+                             "auto = cores // workers, as EMBEDDER_THREADS=0 (auto,1); "
+                             "--torch-threads is its old name")
     parser.add_argument("--http-threads", default="default",
                         help=f"HTTP threads per worker; default = {Settings().http_threads}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
@@ -112,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", help="output file name without extension (<date>-<host>)")
     args = parser.parse_args(argv)
     args.workers = _list(args.workers)
-    args.torch_threads = _list(args.torch_threads, ("auto",))
+    args.threads = _list(args.threads, ("auto",))
     args.http_threads = _list(args.http_threads, ("default",))
     args.workloads = _list(args.workloads, tuple(WORKLOADS))
     args.backends = list(dict.fromkeys(b.strip() for b in args.backends.split(",") if b.strip()))
@@ -124,37 +120,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in args.workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; expected some of {', '.join(WORKLOADS)}")
-    if any(t != "auto" and t < 1 for t in args.torch_threads):
-        parser.error("--torch-threads takes 'auto' or counts >= 1")
+    if any(t != "auto" and t < 1 for t in args.threads):
+        parser.error("--threads takes 'auto' or counts >= 1")
     if not args.workers or any(w < 1 for w in args.workers) or args.repeat < 1 or args.duration <= 0:
         parser.error("--workers must be positive counts, --repeat >= 1 and --duration > 0")
     return args
 
 
-def sweep(args, cores: int) -> list[dict]:
-    """The embedder configurations, without duplicates once 'auto' is resolved. For onnx backends
-    "torch_threads" are ONNX Runtime intra-op threads (the same setting, EMBEDDER_TORCH_THREADS)."""
-    configs, seen = [], set()
-    default_http, default_backend = Settings().http_threads, default_backend_label()
+def sweep(args, cores: int) -> list[Config]:
+    """The embedder configurations, without duplicates once 'auto' and 'default' are resolved. The
+    default is what `gunicorn -c gunicorn.conf.py wsgi:app` runs with no EMBEDDER_* set."""
+    defaults = Settings()
+    default_layout = worker_layout(defaults.workers, defaults.threads, cores)
+    configs: dict[tuple, Config] = {}
     for backend in args.backends:
         for workers in args.workers:
-            for threads in args.torch_threads:
+            for threads in args.threads:
                 for http in args.http_threads:
-                    resolved = max(1, cores // workers) if threads == "auto" else threads
-                    http_resolved = default_http if http == "default" else http
-                    key = (backend, workers, resolved, http_resolved)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    configs.append({
-                        "backend": backend, "workers": workers,
-                        "torch_threads_setting": threads, "torch_threads": resolved,
-                        "http_threads_setting": http, "http_threads": http_resolved,
-                        # What `gunicorn -c gunicorn.conf.py wsgi:app` runs with no EMBEDDER_* set.
-                        "default": backend == default_backend and workers == cores
-                        and resolved == max(1, cores // workers) and http_resolved == default_http,
-                    })
-    return configs
+                    layout = worker_layout(workers, 0 if threads == "auto" else threads, cores)
+                    http_threads = defaults.http_threads if http == "default" else http
+                    config = Config(backend=backend, workers=workers, threads_setting=threads,
+                                    threads=layout.threads, http_threads_setting=http,
+                                    http_threads=http_threads,
+                                    default=(backend == defaults.backend_label and layout == default_layout
+                                             and http_threads == defaults.http_threads))
+                    configs.setdefault(config.key, config)
+    return list(configs.values())
 
 
 def _command_output(argv: list[str]) -> str:
@@ -165,7 +156,8 @@ def _command_output(argv: list[str]) -> str:
         return ""
 
 
-def machine_info(cores: int) -> dict:
+def machine_info(cores: int) -> Machine:
+    """The machine, its software and the service's settings; never a secret (see Machine)."""
     from importlib.metadata import PackageNotFoundError, version
 
     cpu = ""
@@ -179,35 +171,21 @@ def machine_info(cores: int) -> dict:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
-    versions["wrk"] = _command_output(["wrk", "-v"]).splitlines()[0:1]
+    versions["wrk"] = next(iter(_command_output(["wrk", "-v"]).splitlines()), "")
     versions["caddy"] = _command_output(["caddy", "version"])
     versions["python"] = sys.version.split()[0]
     commit = _command_output(["git", "rev-parse", "--short", "HEAD"])
     dirty = bool(_command_output(["git", "status", "--porcelain"]))
-    return {
-        "host": socket.gethostname(), "cpu_model": cpu, "nproc": os.cpu_count(),
-        "available_cpus": cores, "kernel": os.uname().release,
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "versions": versions, "git": commit + ("-dirty" if dirty else ""),
-        "embedder_env": {k: v for k, v in os.environ.items() if k.startswith("EMBEDDER_")},
-        "loadavg_start": os.getloadavg(),
-    }
+    return Machine(
+        host=socket.gethostname(), cpu_model=cpu, nproc=os.cpu_count(), available_cpus=cores,
+        kernel=os.uname().release,
+        memory_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        versions=versions, git=commit + ("-dirty" if dirty else ""),
+        embedder_env=Settings.from_env().environment(), loadavg_start=list(os.getloadavg()))
 
 
-def _median_of(runs: list[dict]) -> dict:
-    """Per numeric field, the median over the runs that succeeded."""
-    good = [r for r in runs if "error" not in r]
-    if not good:
-        return {}
-    out = {}
-    for key, value in good[0].items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = round(statistics.median(r[key] for r in good), 2)
-    # Errors are totals over all runs, not medians: one bad run must show.
-    for key in ("non_2xx", "socket_errors"):
-        out[key + "_total"] = sum(r[key] for r in good)
-    out["runs_ok"] = len(good)
-    return out
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:4000]
 
 
 def settle(server, timeout: float = 60, idle_cores: float = 0.15) -> None:
@@ -223,12 +201,14 @@ def settle(server, timeout: float = 60, idle_cores: float = 0.15) -> None:
             return
 
 
-def measure(server, workload, bodies, args, wrk_options, runs_wanted: int) -> tuple[list[dict], dict]:
-    """Warm up, then wrk runs, each with the server's CPU use and memory at its end."""
+def measure(server, workload, bodies, args, wrk_options,
+            runs_wanted: int) -> tuple[list[WrkRun], list[str], Memory | None]:
+    """Warm up, then wrk runs, each with the server's CPU use and memory at its end; returns the
+    completed runs, the errors of the others and the memory after the last."""
     if args.warmup > 0:
         settle(server)
         run_wrk(server.url, workload, bodies, args.warmup, wrk_options)
-    runs, memory = [], {}
+    runs, errors, memory = [], [], None
     for _ in range(runs_wanted):
         try:
             settle(server)
@@ -241,95 +221,77 @@ def measure(server, workload, bodies, args, wrk_options, runs_wanted: int) -> tu
             wall = time.monotonic() - began
             pids = [p for root in server.root_pids() for p in procstats.tree(root)]
             cpu1, host1 = procstats.cpu_ticks(pids), procstats.host_cpu()
-            result["server_cpu_cores"] = round(procstats.cpu_seconds_between(cpu0, cpu1) / wall, 2)
             busy, total = host1[0] - host0[0], host1[1] - host0[1]
-            result["host_cpu_busy_cores"] = round(busy / total * (os.cpu_count() or 1), 2) if total else 0.0
             memory = procstats.memory(pids)
-            result.update(pss_mib=memory["pss_mib"], private_mib=memory["private_mib"],
-                          processes=memory["processes"])
-            runs.append(result)
+            runs.append(WrkRun(
+                **result,
+                server_cpu_cores=round(procstats.cpu_seconds_between(cpu0, cpu1) / wall, 2),
+                host_cpu_busy_cores=round(busy / total * (os.cpu_count() or 1), 2) if total else 0.0,
+                pss_mib=memory.pss_mib, private_mib=memory.private_mib, processes=memory.processes))
         except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
-            runs.append({"error": f"{type(exc).__name__}: {exc}"[:4000]})
-    return runs, memory
-
-
-def _new_row(kind: str, config: dict | None, workload: str) -> dict:
-    return {"server": kind, "workload": workload, "config": config, "runs": [], "median": {},
-            "memory_last_run": {}, "server_pids": []}
-
-
-def _add_runs(row: dict, runs: list[dict], memory: dict | None = None, pids=(), log_tail=None) -> None:
-    """Append one server start's runs to a row and recompute its medians and error."""
-    row["runs"].extend(runs)
-    row["median"] = _median_of(row["runs"])
-    if memory:
-        row["memory_last_run"] = memory
-    row["server_pids"] = sorted(set(row["server_pids"]) | set(pids))
-    row.pop("error", None)
-    if not row["median"]:
-        errors = list(dict.fromkeys(r["error"] for r in row["runs"] if "error" in r))
-        row["error"] = "; ".join(errors)[:4000] or "not measured"
-        if log_tail:
-            row["server_log_tail"] = log_tail
+            errors.append(_error(exc))
+    return runs, errors, memory
 
 
 class Target:
     """One server to measure: a baseline or one sweep configuration, with its result rows."""
 
-    def __init__(self, kind: str, config: dict | None, workloads: list[str]):
-        self.kind, self.config = kind, config
-        self.rows = {w: _new_row(kind, config, w) for w in workloads}
+    def __init__(self, server: str, config: Config | None, workloads: list[str]):
+        self.server, self.config = server, config
+        self.rows = {w: Row(server, w, config) for w in workloads}
         if config is None:
-            self.label = f"baseline {kind}"
+            self.label = f"baseline {server}"
         else:
-            self.label = (f"embedder backend={config['backend']} workers={config['workers']} "
-                          f"threads={config['torch_threads']} http_threads={config['http_threads']}")
+            self.label = (f"embedder backend={config.backend} workers={config.workers} "
+                          f"threads={config.threads} http_threads={config.http_threads}")
 
     def start(self, args):
-        if self.kind == "flask":
+        if self.server == "flask":
             return FlaskBaseline(args.start_timeout)
-        if self.kind == "caddy":
+        if self.server == "caddy":
             return CaddyFanout(args.start_timeout)
         c = self.config
-        server = Embedder(c["backend"], c["workers"],
-                          None if c["torch_threads_setting"] == "auto" else c["torch_threads"],
-                          None if c["http_threads_setting"] == "default" else c["http_threads"],
-                          args.start_timeout)
-        c["torch_threads"] = server.info.get("torch_threads_per_worker", c["torch_threads"])
-        for row in self.rows.values():
-            row["served_backend"] = server.info["backend"]  # what /info said, checked by Embedder
-        return server
+        return start_embedder(c.backend, c.workers, None if c.threads_setting == "auto" else c.threads,
+                              None if c.http_threads_setting == "default" else c.http_threads,
+                              args.start_timeout)
 
     def run(self, args, bodies, wrk_options, runs_wanted: int, save) -> None:
         """Start the server, measure every workload, stop it; failures become recorded errors."""
         log(f"{self.label}: starting")
-        server, pids = None, []
+        server = None
         try:
-            try:
-                server = self.start(args)
-                pids = [p for root in server.root_pids() for p in procstats.tree(root)]
-            except Exception as exc:  # noqa: BLE001
-                error = f"server did not start: {type(exc).__name__}: {exc}"[:4000]
+            server = self.start(args)
+            if self.config is not None:  # what the server says it runs (start_embedder checks the backend)
+                self.config.threads = server.info["threads_per_worker"]
                 for row in self.rows.values():
-                    _add_runs(row, [{"error": error}] * runs_wanted)
-                log(f"{self.label}: FAILED to start: {str(exc).splitlines()[0][:300]}")
-                return
-            for name, row in self.rows.items():
-                try:
-                    runs, memory = measure(server, WORKLOADS[name], bodies.get(name), args, wrk_options,
-                                           runs_wanted)
-                except Exception as exc:  # noqa: BLE001 - e.g. the warm-up failed
-                    runs, memory = [{"error": f"{type(exc).__name__}: {exc}"[:4000]}] * runs_wanted, {}
-                failed = any("error" in r for r in runs)
-                _add_runs(row, runs, memory, pids, server.log() if failed and hasattr(server, "log") else None)
-                log(f"{self.label} {name}: {_brief(runs)}")
-                save()
-        finally:
+                    row.served_backend = server.info["backend"]
+        except Exception as exc:  # noqa: BLE001
             if server is not None:
                 server.stop()
+            for row in self.rows.values():
+                row.add([], [f"server did not start: {_error(exc)}"[:4000]] * runs_wanted)
+            log(f"{self.label}: FAILED to start: {str(exc).splitlines()[0][:300]}")
+            return
+        try:
+            pids = [p for root in server.root_pids() for p in procstats.tree(root)]
+            for name, row in self.rows.items():
+                try:
+                    runs, errors, memory = measure(server, WORKLOADS[name], bodies.get(name), args,
+                                                   wrk_options, runs_wanted)
+                except Exception as exc:  # noqa: BLE001 - e.g. the warm-up failed
+                    runs, errors, memory = [], [_error(exc)] * runs_wanted, None
+                row.add(runs, errors)
+                row.memory_last_run = memory or row.memory_last_run
+                row.server_pids = sorted(set(row.server_pids) | set(pids))
+                if errors and hasattr(server, "log"):
+                    row.server_log = server.log()[-3000:]
+                log(f"{self.label} {name}: {_brief(runs, errors)}")
+                save()
+        finally:
+            server.stop()
 
 
-def plan(args, configs: list[dict]) -> list[Target]:
+def plan(args, configs: list[Config]) -> list[Target]:
     targets = []
     if args.baselines:
         if "root" in args.workloads:
@@ -339,52 +301,32 @@ def plan(args, configs: list[dict]) -> list[Target]:
     return targets + [Target("embedder", config, args.workloads) for config in configs]
 
 
-def run_ceiling(args, cores: int, repeat: int, backend: str) -> dict:
-    """One backend's in-process ceiling, in a child process so that it has its own threads and memory."""
-    log(f"in-process ceiling, {backend}: {cores} threads, batches of {args.ceiling_batch_size}")
-    argv = [sys.executable, "-m", "bench.ceiling", "--backend", backend, "--threads", str(cores),
-            "--seconds", str(args.duration), "--repeat", str(repeat),
-            "--batch-size", str(args.ceiling_batch_size)]
+def run_ceiling(args, ceiling: Ceiling, repeat: int) -> None:
+    """One round of a backend's in-process ceiling, in a child process so that it has its own
+    threads and memory; its runs, or its error, are added to ``ceiling``."""
+    log(f"in-process ceiling, {ceiling.backend}: {ceiling.threads} threads, batches of {ceiling.batch_size}")
+    argv = [sys.executable, "-m", "bench.ceiling", "--backend", ceiling.backend,
+            "--threads", str(ceiling.threads), "--seconds", str(args.duration), "--repeat", str(repeat),
+            "--batch-size", str(ceiling.batch_size)]
     budget = args.start_timeout + repeat * (args.duration * 3 + 60)
     try:
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=budget,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
         if done.returncode != 0:
-            return {"error": f"exit {done.returncode}: {done.stderr[-3000:]}"}
-        data = json.loads(done.stdout.strip().splitlines()[-1])
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {budget:g} s"}
-    except Exception as exc:  # noqa: BLE001
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    data["runs"] = data.pop("sentences_per_s")
-    return data
+            raise RuntimeError(f"exit {done.returncode}: {done.stderr[-3000:]}")
+        ceiling.add(Ceiling.from_dict(json.loads(done.stdout.strip().splitlines()[-1])).runs)
+    except Exception as exc:  # noqa: BLE001 - recorded; the other rounds and backends go on
+        ceiling.add(error=_error(exc))
 
 
-def _merge_ceiling(total: dict | None, new: dict) -> dict:
-    """One backend's runs of every round together; the median over all of them."""
-    total = dict(total or {"runs": [], "errors": []})
-    if "error" in new:
-        total["errors"] = total.get("errors", []) + [new["error"]]
-    else:
-        total.update({k: v for k, v in new.items() if k != "runs"})
-        total["runs"] = total.get("runs", []) + new["runs"]
-    if total.get("runs"):
-        total["sentences_per_s"] = round(statistics.median(total["runs"]), 2)
-        total.pop("error", None)
-    else:
-        total["error"] = "; ".join(total["errors"])
-    return total
-
-
-def _brief(runs: list[dict]) -> str:
-    failed = [r for r in runs if "error" in r]
-    if failed:
-        return "FAILED: " + failed[0]["error"].splitlines()[0][:300]
-    m = _median_of(runs)
-    return (f"{m['requests_per_s']:.1f} req/s, {m['sentences_per_s']:.1f} sentences/s, "
-            f"p99 {m['latency_p99_ms']:.0f} ms, non-2xx {m['non_2xx_total']}, "
-            f"socket errors {m['socket_errors_total']}, server CPU {m['server_cpu_cores']:.2f} cores, "
-            f"PSS {m['pss_mib']:.0f} MiB")
+def _brief(runs: list[WrkRun], errors: list[str]) -> str:
+    if errors:
+        return "FAILED: " + errors[0].splitlines()[0][:300]
+    m = Median.of(runs)
+    return (f"{m.requests_per_s:.1f} req/s, {m.sentences_per_s:.1f} sentences/s, "
+            f"p99 {m.latency_p99_ms:.0f} ms, non-2xx {m.non_2xx_total}, "
+            f"socket errors {m.socket_errors_total}, server CPU {m.server_cpu_cores:.2f} cores, "
+            f"PSS {m.pss_mib:.0f} MiB")
 
 
 def _terminate(signum, frame):
@@ -399,41 +341,31 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or f"{time.strftime('%Y-%m-%d')}-{re.sub(r'[^A-Za-z0-9_.-]', '_', socket.gethostname())}"
     paths = {ext: args.out_dir / f"{name}.{ext}" for ext in ("json", "md", "png")}
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    results = {
-        "machine": machine_info(cores),
-        "options": options,
-        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wrk": f"wrk -t {args.wrk_threads} -c {args.connections} -d {max(1, round(args.duration))}s "
-               f"--latency --timeout {args.wrk_timeout}",
-        "workloads": {n: WORKLOADS[n].__dict__ for n in args.workloads},
-        "baselines": [], "rows": [], "ceiling": {}, "complete": False,
-    }
-
-    def write_json() -> None:
-        tmp = paths["json"].with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(paths["json"])
-
+    results = Results(
+        machine=machine_info(cores),
+        options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        command="python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        wrk=f"wrk -t {args.wrk_threads} -c {args.connections} -d {max(1, round(args.duration))}s "
+            f"--latency --timeout {args.wrk_timeout}",
+        workloads={n: WORKLOADS[n] for n in args.workloads})
     wrk_options = WrkOptions(args.wrk_threads, args.connections, args.wrk_timeout)
     log(f"{len(configs)} embedder configurations ({', '.join(args.backends)}; default backend "
-        f"{default_backend_label()}) x {len(args.workloads)} workloads, "
+        f"{Settings().backend_label}) x {len(args.workloads)} workloads, "
         f"{args.repeat} x {args.duration:g} s each; writing {paths['json']}")
     status = 0
     try:
         with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
-            sentences = stsb_sentences()
+            sentences = stsb.sentences()
             bodies = {n: write_bodies(WORKLOADS[n], sentences, Path(tmp)) for n in args.workloads}
             targets = plan(args, configs)
             rounds, runs_per_start = (args.repeat, 1) if args.interleave else (1, args.repeat)
 
             def save() -> None:
-                results["baselines"] = [r for t in targets if t.config is None for r in t.rows.values()
-                                        if r["runs"]]
-                results["rows"] = [r for t in targets if t.config is not None for r in t.rows.values()
-                                   if r["runs"]]
-                write_json()
+                measured = [r for t in targets for r in t.rows.values() if r.runs or r.errors]
+                results.baselines = [r for r in measured if r.config is None]
+                results.rows = [r for r in measured if r.config is not None]
+                results.save(paths["json"])
 
             save()
             for round_ in range(rounds):
@@ -444,37 +376,39 @@ def main(argv=None) -> int:
                     target.run(args, bodies, wrk_options, runs_per_start, save)
                 if args.ceiling and any(n != "root" for n in args.workloads):
                     for backend in (args.backends if round_ % 2 == 0 else args.backends[::-1]):
-                        merged = _merge_ceiling(results["ceiling"].get(backend),
-                                                run_ceiling(args, cores, runs_per_start, backend))
-                        results["ceiling"][backend] = merged
-                        log(f"in-process ceiling, {backend}: {merged.get('sentences_per_s', merged)}")
-                        write_json()
-        results["complete"] = True
+                        ceiling = results.ceiling.setdefault(
+                            backend, Ceiling(backend, cores, args.ceiling_batch_size, len(sentences)))
+                        run_ceiling(args, ceiling, runs_per_start)
+                        log(f"in-process ceiling, {backend}: {ceiling.sentences_per_s} sentences/s"
+                            + (f" ({len(ceiling.errors)} failed: {ceiling.errors[-1][:300]})"
+                               if ceiling.errors else ""))
+                        results.save(paths["json"])
+        results.complete = True
     except (KeyboardInterrupt, SystemExit) as exc:
         log(f"interrupted ({type(exc).__name__}); writing what was measured")
-        results["interrupted"] = True
+        results.interrupted = True
         status = 130
     finally:
-        results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        results["machine"]["loadavg_end"] = os.getloadavg()
+        results.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        results.machine.loadavg_end = list(os.getloadavg())
         try:
-            results["summary"] = report.summarize(results)
+            results.summary = report.summarize(results)
         except Exception:  # noqa: BLE001 - the raw numbers are still worth writing
-            results["summary"] = {"error": traceback.format_exc()}
-        write_json()
+            results.summary = {"error": traceback.format_exc()}
+        results.save(paths["json"])
         for ext, writer in (("md", report.write_markdown), ("png", report.write_plot)):
             try:
                 writer(results, paths[ext])
             except Exception:  # noqa: BLE001
                 log(f"could not write {paths[ext]}:\n{traceback.format_exc()}")
                 status = status or 1
-    rows = results["baselines"] + results["rows"]
-    failed = [r for r in rows if "error" in r]
-    failed_runs = sum("error" in run for r in rows for run in r["runs"])
-    ceiling_errors = [e for c in results["ceiling"].values() for e in c.get("errors", [])]
-    if failed or failed_runs or ceiling_errors:
-        log(f"{len(failed)} row(s) failed, {failed_runs} run(s) failed, {len(ceiling_errors)} ceiling "
-            f"run(s) failed; see 'error' in {paths['json']}")
+    rows = results.baselines + results.rows
+    failed_rows = sum(r.median is None for r in rows)
+    failed_runs = sum(len(r.errors) for r in rows)
+    ceiling_errors = sum(len(c.errors) for c in results.ceiling.values())
+    if failed_rows or failed_runs or ceiling_errors:
+        log(f"{failed_rows} row(s) failed, {failed_runs} run(s) failed, {ceiling_errors} ceiling "
+            f"run(s) failed; see 'errors' in {paths['json']}")
         status = status or 1
     log("wrote " + ", ".join(str(p) for p in paths.values()))
     return status

@@ -1,4 +1,5 @@
-"""Start and stop the servers under test, each in its own process group, with bounded waits.
+"""Start and stop the servers that the benchmark measures and the tests talk to, each in its own
+process group, with bounded waits: the one launcher both use.
 
 Every process started here is registered, and :func:`stop_all` (run at exit and on SIGTERM)
 kills the process groups of any still running, so an interrupted benchmark leaves none behind.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import socket
 import string
 import subprocess
 import sys
@@ -19,10 +21,24 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from serverproc import Server, free_port  # noqa: E402  (the test suite's Gunicorn launcher)
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 _live: list[subprocess.Popen] = []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Direct child pids of a process (Gunicorn's workers, for the master)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
 
 
 def _kill_group(proc: subprocess.Popen, grace: float) -> None:
@@ -156,54 +172,119 @@ class CaddyFanout:
         self._dir.cleanup()
 
 
-class _TrackedServer(Server):
-    """The test suite's Server, registered for cleanup as soon as its master has started."""
+class Gunicorn:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port on 127.0.0.1, logging to a file.
+
+    Ready means what the server itself says: ``/health`` answers 200 and ``embedder_workers``
+    (each worker sets it once it has warmed up) counts every worker the master has.
+    """
+
+    def __init__(self, workers: int = 2, env: dict | None = None, args: tuple = (), app: str = "wsgi:app"):
+        self.workers = workers
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDDER_WORKERS": str(workers),
+                    "EMBEDDER_BIND": f"127.0.0.1:{self.port}", **(env or {})}
+        key = self.env.get("EMBEDDER_API_KEY")
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
+        self.args = tuple(args)
+        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> "Gunicorn":
+        self.proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", *self.args, self.app],
+                                     cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        _live.append(self.proc)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop(timeout=10)
+            raise
+        return self
+
+    def ready_workers(self) -> int | None:
+        """Workers that report themselves serving (the ``embedder_workers`` gauge), or None."""
+        try:
+            if requests.get(self.url + "/health", timeout=5).status_code != 200:
+                return None
+            text = requests.get(self.url + "/metrics", headers=self._auth, timeout=5).text
+        except requests.RequestException:
+            return None
+        for line in text.splitlines():
+            if line.startswith("embedder_workers "):
+                return int(float(line.split()[1]))
+        return None
 
     def wait_ready(self, timeout: float = 180) -> None:
-        _live.append(self.proc)
-        super().wait_ready(timeout)
-
-
-class Embedder:
-    """``gunicorn -c gunicorn.conf.py wsgi:app`` with one sweep row's settings."""
-
-    name = "embedder"
-    #: Backend labels, as /info reports them, and the EMBEDDER_BACKEND / EMBEDDER_QUANTIZE that select each.
-    BACKENDS = {"torch": ("torch", ""), "onnx": ("onnx", ""), "onnx-int8": ("onnx", "int8")}
-
-    def __init__(self, backend: str, workers: int, torch_threads: int | None, http_threads: int | None,
-                 start_timeout: float):
-        name, quantize = self.BACKENDS[backend]
-        # Both set, always: the user's own EMBEDDER_BACKEND / EMBEDDER_QUANTIZE must not leak in.
-        env = {"EMBEDDER_BACKEND": name, "EMBEDDER_QUANTIZE": quantize,
-               "EMBEDDER_TORCH_THREADS": str(torch_threads or 0)}
-        if http_threads is not None:
-            env["EMBEDDER_HTTP_THREADS"] = str(http_threads)
-        self.server = _TrackedServer(workers=workers, env=env)
-        self.url = self.server.url
-        try:
-            self.server.start(timeout=start_timeout)
-            self.info = requests.get(self.url + "/info", timeout=10).json()
-            if self.info.get("backend") != backend:
-                raise RuntimeError(f"server started with backend {self.info.get('backend')!r}, "
-                                   f"not the requested {backend!r}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def root_pids(self) -> list[int]:
-        return [self.server.pid]
+        """Until the master has its workers, /health answers 200 and every worker says it serves."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
+            if len(self.worker_pids()) == self.workers and self.ready_workers() == self.workers:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"gunicorn not ready within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        return self.server.log()[-3000:]
+        return Path(self._log.name).read_text(errors="replace")
 
-    def stop(self) -> None:
-        proc = self.server.proc
-        if proc is not None:
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def root_pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def worker_pids(self) -> list[int]:
+        return children(self.proc.pid)
+
+    def stop(self, timeout: float = 60) -> int | None:
+        """SIGTERM (Gunicorn drains), then SIGKILL to the whole group after ``timeout`` seconds."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                self.server.stop(timeout=60)
-            finally:
-                _kill_group(proc, grace=0)
-                if proc in _live:
-                    _live.remove(proc)
-        Path(self.server._log.name).unlink(missing_ok=True)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_group(proc, grace=0)
+        if proc in _live:
+            _live.remove(proc)
+        return proc.returncode
+
+    def __enter__(self) -> "Gunicorn":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        Path(self._log.name).unlink(missing_ok=True)
+
+
+def start_embedder(backend: str, workers: int, threads: int | None, http_threads: int | None,
+                   start_timeout: float) -> Gunicorn:
+    """One benchmark row's server; its /info must report the backend asked for."""
+    from embedder.config import BACKEND_LABELS
+
+    name, quantize = BACKEND_LABELS[backend]
+    # Both set, always: the user's own EMBEDDER_BACKEND / EMBEDDER_QUANTIZE must not leak in.
+    # No API key: wrk and the probes send none, and the benchmark measures the open service.
+    env = {"EMBEDDER_BACKEND": name, "EMBEDDER_QUANTIZE": quantize, "EMBEDDER_THREADS": str(threads or 0),
+           "EMBEDDER_API_KEY": ""}
+    if http_threads is not None:
+        env["EMBEDDER_HTTP_THREADS"] = str(http_threads)
+    server = Gunicorn(workers=workers, env=env)
+    server.start(timeout=start_timeout)
+    try:
+        server.info = requests.get(server.url + "/info", timeout=10).json()
+        if server.info.get("backend") != backend:
+            raise RuntimeError(f"server started with backend {server.info.get('backend')!r}, "
+                               f"not the requested {backend!r}")
+    except BaseException:
+        server.stop()
+        raise
+    return server

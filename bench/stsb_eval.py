@@ -19,16 +19,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stsb-test.tsv"
-
-
-def read_pairs(path: str | Path = DATA) -> list[tuple[float, str, str]]:
-    """(gold score, sentence1, sentence2) rows; the file is tab-separated with a header, no quoting."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines()[1:]:
-        score, first, second = line.split("\t")
-        rows.append((float(score), first, second))
-    return rows
+from .stsb import DATA, read_pairs, unique_sentences
 
 
 def embed(url: str, sentences: list[str], batch: int = 64, concurrency: int = 2,
@@ -60,7 +51,7 @@ def spearman_x100(pairs: list[tuple[float, str, str]], vectors: dict[str, np.nda
 
 def evaluate(url: str, data: str | Path = DATA, batch: int = 64, concurrency: int = 2) -> dict:
     pairs = read_pairs(data)
-    sentences = sorted({s for _, first, second in pairs for s in (first, second)})
+    sentences = unique_sentences(data)
     info = requests.get(url.rstrip("/") + "/info", timeout=30).json()
     began = time.perf_counter()
     vectors = embed(url, sentences, batch, concurrency)

@@ -1,4 +1,5 @@
-"""The three wrk workloads, their request bodies from STS-B, and one wrk run parsed into numbers."""
+"""The three wrk workloads, their request bodies from STS-B (bench.stsb), and one wrk run parsed
+into numbers."""
 
 from __future__ import annotations
 
@@ -8,38 +9,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .servers import ROOT
+from .schema import Workload
 
-STSB = ROOT.parent / "shared" / "data" / "stsb-test.tsv"
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    description: str
-    method: str
-    path: str
-    sentences_per_request: int
-
 
 WORKLOADS = {
     "root": Workload("root", 'GET / (encodes "this is a test"; the original benchmark)', "GET", "/", 1),
     "embed1": Workload("embed1", "POST /embed, 1 STS-B sentence per request", "POST", "/embed", 1),
     "embed32": Workload("embed32", "POST /embed, 32 STS-B sentences per request", "POST", "/embed", 32),
 }
-
-
-def stsb_sentences(path: Path = STSB) -> list[str]:
-    """sentence1 then sentence2 of every STS-B test row (the file has a header line)."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
-        parts = line.split("\t")
-        if len(parts) == 3:
-            out.extend(parts[1:])
-    if not out:
-        raise ValueError(f"no sentences in {path}")
-    return out
 
 
 def write_bodies(workload: Workload, sentences: list[str], directory: Path) -> Path | None:
@@ -66,7 +44,8 @@ class WrkOptions:
 
 def run_wrk(url: str, workload: Workload, bodies: Path | None, seconds: float,
             options: WrkOptions) -> dict:
-    """One wrk run, the original shape ``-t 8 -c 32 -d <s> --latency``; returns its numbers."""
+    """One wrk run, the original shape ``-t 8 -c 32 -d <s> --latency``; returns its numbers (the
+    wrk fields of schema.WrkRun)."""
     argv = ["wrk", "-t", str(options.threads), "-c", str(options.connections),
             "-d", f"{max(1, round(seconds))}s", "--latency", "--timeout", options.timeout]
     if bodies is None:
