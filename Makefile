@@ -1,5 +1,6 @@
 # Two commands: `make serve` (install, then run the service) and `make test` (install, then run
 # every test). Both work on a fresh Debian machine as root (or with sudo for apt-get).
+# `make test-fast` runs the fast tier alone (no servers, no Debian tools; well under a minute).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,13 +12,16 @@ APT_PACKAGES := wrk caddy prometheus systemd
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: serve test install install-test apt bench
+.PHONY: serve test test-fast install install-test apt bench
 
 serve: install
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: install-test apt
 	$(PY) -m pytest -q tests
+
+test-fast: install-test
+	$(PY) -m pytest -q -m "not integration" tests
 
 bench: install-test apt
 	$(PY) -m bench.run

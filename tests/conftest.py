@@ -1,4 +1,7 @@
-"""Shared fixtures: one real 2-worker server for the API tests, reference vectors, STS-B data."""
+"""Shared fixtures. Two tiers: the fast tier (``make test-fast``: validation, routes, error
+shapes, the batcher, settings, on the stand-in model of fakes.py through Flask's test client) and
+the integration tier (modules marked ``integration``): real ``gunicorn`` servers with the real
+model, for what only processes show."""
 
 from __future__ import annotations
 
@@ -7,24 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from serverproc import ROOT, Server
+from bench import stsb as stsb_data
+from bench.servers import Gunicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-STSB = ROOT.parent / "shared" / "data" / "stsb-test.tsv"
-
-
-def stsb_rows() -> list[tuple[float, str, str]]:
-    lines = Path(STSB).read_text(encoding="utf-8").splitlines()[1:]
-    rows = []
-    for line in lines:
-        score, s1, s2 = line.split("\t")
-        rows.append((float(score), s1, s2))
-    return rows
 
 
 @pytest.fixture(scope="session")
 def stsb():
-    return stsb_rows()
+    """(gold score, sentence1, sentence2) of the STS-B test split shipped in bench/data/."""
+    return stsb_data.read_pairs()
 
 
 def onnx_cache(tmp_path_factory) -> Path:
@@ -44,14 +39,18 @@ def _session_cache(tmp_path_factory):
 def server():
     """A real ``gunicorn -c gunicorn.conf.py wsgi:app`` with 2 workers, the real model and the
     default backend (exporting into the session's cache, see _session_cache)."""
-    with Server(workers=2) as srv:
+    with Gunicorn(workers=2) as srv:
         yield srv
 
 
 @pytest.fixture(scope="session")
 def torch_server():
-    """The PyTorch backend (1 worker): the reference the ONNX backend is held to."""
-    with Server(workers=1, env={"EMBEDDER_BACKEND": "torch"}) as srv:
+    """The PyTorch backend, the reference the ONNX backend is held to. Started as a fork-safety
+    check too: 2 torch threads in its worker (the master never ran the model, so they must not
+    hang), and GUNICORN_CMD_ARGS' worker count winning over EMBEDDER_WORKERS."""
+    env = {"EMBEDDER_BACKEND": "torch", "EMBEDDER_THREADS": "2", "EMBEDDER_WORKERS": "3",
+           "GUNICORN_CMD_ARGS": "--workers 1"}
+    with Gunicorn(workers=1, env=env) as srv:
         yield srv
 
 

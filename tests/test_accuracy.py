@@ -11,9 +11,10 @@ import sys
 import pytest
 
 from bench.stsb_eval import evaluate
-from serverproc import ROOT, Server
+from bench.servers import ROOT, Gunicorn
 
-PUBLISHED = 82.03  # MTEB STSBenchmark cosine_spearman of all-MiniLM-L6-v2 (shared/data/README.md)
+pytestmark = pytest.mark.integration
+PUBLISHED = 82.03  # MTEB STSBenchmark cosine_spearman of all-MiniLM-L6-v2 (bench/data/README.md)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def onnx_score(server):
 @pytest.fixture(scope="module")
 def int8_score():
     """Through the documented command line, with --json."""
-    with Server(workers=1, env={"EMBEDDER_BACKEND": "onnx", "EMBEDDER_QUANTIZE": "int8"}) as srv:
+    with Gunicorn(workers=1, env={"EMBEDDER_BACKEND": "onnx", "EMBEDDER_QUANTIZE": "int8"}) as srv:
         out = subprocess.run([sys.executable, "-m", "bench.stsb_eval", "--url", srv.url, "--json"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
     result = json.loads(out)

@@ -29,7 +29,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from serverproc import ROOT, Server, free_port
+from bench.servers import ROOT, Gunicorn, free_port
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -39,6 +39,7 @@ ALERT_TESTS = PROM / "tests" / "embedder-alerts.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "embedder-dashboard.json"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "embedder.service"
 SYSTEMD_ENV = DEPLOY / "systemd" / "embedder.env"
+pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 # The Kubernetes version the manifests are validated against (kubectl in the image is 1.32).
 K8S_VERSION = "1.32.0"
@@ -46,8 +47,6 @@ K8S_VERSION = "1.32.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # Series Prometheus makes itself for every target, not exported by the service.
 PROMETHEUS_SERIES = {"up"}
-# Settings gunicorn.conf.py reads besides the Settings fields.
-GUNICORN_ENV = {"EMBEDDER_BIND", "EMBEDDER_LOG_LEVEL", "EMBEDDER_ACCESS_LOG"}
 
 
 def run(cmd, **kwargs) -> subprocess.CompletedProcess:
@@ -285,18 +284,14 @@ def deployment_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("source", ["Dockerfile", "systemd", "kubernetes"])
-def test_shipped_settings_are_real_and_valid(source, monkeypatch):
-    from embedder.config import PREFIX, Settings
+def test_shipped_settings_are_real_and_valid(source):
+    from embedder.config import PREFIX, Settings, specs
 
     env = {"Dockerfile": dockerfile_env, "systemd": systemd_env, "kubernetes": deployment_env}[source]()
-    known = {PREFIX + f.upper() for f in Settings.__dataclass_fields__} | GUNICORN_ENV
-    ours = {k: v for k, v in env.items() if k.startswith(PREFIX)}
+    known = {name for spec in specs() for name in (spec.env, *spec.aliases)}
+    ours = {k: v for k, v in env.items() if k.startswith(PREFIX) or k in known}
     assert ours and not set(ours) - known, set(ours) - known
-    for key in [k for k in os.environ if k.startswith(PREFIX)]:
-        monkeypatch.delenv(key)
-    for key, value in ours.items():
-        monkeypatch.setenv(key, value)
-    Settings.from_env()  # raises on a value it cannot use
+    Settings.from_env(ours)  # raises on a value it cannot use
 
 
 # -- Kubernetes ------------------------------------------------------------------------------
@@ -481,11 +476,8 @@ def test_cpu_limit_gives_one_worker_per_cpu(monkeypatch):
     quota = f"{cpus * 100000} 100000"
     monkeypatch.setattr(config, "_read_first_line", lambda path: quota if path.endswith("cpu.max") else None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)  # a big node
-    for key in ("EMBEDDER_WORKERS", "EMBEDDER_TORCH_THREADS"):
-        monkeypatch.delenv(key, raising=False)
-    settings = config.Settings.from_env()
-    assert settings.default_workers() == cpus
-    assert settings.threads_for(settings.default_workers()) * settings.default_workers() == cpus
+    layout = config.Settings.from_env(deployment_env()).layout()
+    assert (layout.workers, layout.threads) == (cpus, 1)
 
 
 def adapter_rules() -> list[dict]:
@@ -654,7 +646,7 @@ def live(tmp_path_factory):
     env = {k: v for k, v in deployment_env().items() if k != "EMBEDDER_BIND"}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path_factory.mktemp("metrics"))
     env["HF_HOME"] = str(tmp_path_factory.mktemp("hf"))
-    with Server(workers=2, env=env) as srv:
+    with Gunicorn(workers=2, env=env) as srv:
         send_traffic(srv)
         yield srv
 

@@ -1,11 +1,10 @@
 """/metrics is the whole server's: every worker's counts, whichever worker answers the scrape,
-valid for promtool and a real Prometheus server, and a killed worker takes nothing with it."""
+valid for promtool and a real Prometheus server; each master keeps its own counts. (A killed
+worker takes nothing with it: test_faults.py.)"""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from serverproc import Server, free_port
+from bench.servers import Gunicorn, free_port
+
+pytestmark = pytest.mark.integration
 
 N = 90
 
@@ -40,7 +41,7 @@ def embed(server, text):
 @pytest.fixture(scope="module")
 def loaded_server():
     """3 workers that have answered exactly N /embed requests, spread over the workers."""
-    with Server(workers=3) as srv:
+    with Gunicorn(workers=3) as srv:
         with cf.ThreadPoolExecutor(max_workers=24) as pool:
             codes = list(pool.map(lambda i: embed(srv, f"sentence number {i}").status_code, range(N)))
         assert codes == [200] * N
@@ -134,47 +135,12 @@ scrape_configs:
         proc.wait(30)
 
 
-def test_killed_worker_loses_no_counts_and_leaves_no_gauges():
-    with Server(workers=2) as srv:
-        # Keep both workers busy with slow requests, then SIGKILL one of them mid-flight.
-        long_batch = {"inputs": [f"a long sentence {i} " * 40 for i in range(128)]}
-        with cf.ThreadPoolExecutor(max_workers=8) as pool:
-            for i in range(10):
-                assert embed(srv, f"warm {i}").status_code == 200
-            before = scrape(srv)
-            futures = [pool.submit(requests.post, srv.url + "/embed", json=long_batch, timeout=120)
-                       for _ in range(8)]
-            time.sleep(1.5)
-            victim = srv.worker_pids()[0]
-            mid = scrape(srv)
-            assert value(mid, "embedder_requests_in_flight") > 1
-            os.kill(victim, signal.SIGKILL)
-            outcomes = []
-            for f in futures:
-                try:
-                    outcomes.append(f.result().status_code)
-                except requests.RequestException:
-                    outcomes.append("reset")  # the killed worker's own connections
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (victim in srv.worker_pids() or len(srv.worker_pids()) < 2
-                                               or srv.log().count(" ready: ") < 3):
-            time.sleep(0.2)
-        srv.wait_ready()
-        after = scrape(srv)
-        assert "reset" in outcomes or 200 in outcomes
-        for name in ("embedder_requests_total", "embedder_inputs_total", "embedder_input_tokens_total",
-                     "embedder_request_duration_seconds_count", "embedder_batch_size_count"):
-            assert value(after, name) >= value(before, name), name
-        assert value(after, "embedder_requests_in_flight") == 1  # only this scrape
-        assert value(after, "embedder_queued_inputs") == 0
-        assert value(after, "embedder_workers") == 2
-
-
-def test_each_master_has_its_own_metrics_directory(loaded_server):
-    with Server(workers=1) as other:
-        embed(other, "only once")
-        assert value(scrape(other), "embedder_requests_total", route="/embed") == 1
-        assert value(scrape(loaded_server), "embedder_requests_total", route="/embed", code="200") == N
-        dirs = [p for p in Path(tempfile.gettempdir()).glob(f"embedder-{other.pid}-*")]
-        assert len(dirs) == 1
-    assert not dirs[0].exists()  # removed when its master exited
+def test_each_master_has_its_own_metrics_directory(loaded_server, server):
+    """Two servers at once (this module's and the session's) never mix counts. (Its removal when
+    the master exits: test_faults.py's SIGTERM test.)"""
+    before = value(scrape(server), "embedder_requests_total", route="/embed", code="200")
+    assert embed(server, "only once").status_code == 200
+    assert value(scrape(server), "embedder_requests_total", route="/embed", code="200") == before + 1
+    assert value(scrape(loaded_server), "embedder_requests_total", route="/embed", code="200") == N
+    for srv in (server, loaded_server):
+        assert len(list(Path(tempfile.gettempdir()).glob(f"embedder-{srv.pid}-*"))) == 1

@@ -1,15 +1,20 @@
 """Every bad-input class gets a clear 4xx JSON error in its API's shape, never a 500, and the
-server keeps answering normally (same worker, right vectors) after each of them."""
+service keeps answering normally (right vectors) after each of them.
+
+Fast tier: the real app, routes, validation, service and batcher through Flask's test client,
+on the stand-in model of fakes.py (one token per word, vocabulary 30,522, 384 dimensions, 256
+tokens), so the limits below are the same as the real model's.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
-import requests
 
-from serverproc import Server
+from fakes import expected, make_app
 
 MAX_INPUTS, MAX_CHARS, MAX_BODY = 8, 2000, 65536
 NATIVE, OPENAI = "/embed", "/v1/embeddings"
@@ -19,36 +24,31 @@ LONG_TEXT = "word " * 300  # 1500 characters, 300 tokens: over the model's 256
 
 @pytest.fixture(scope="module")
 def srv():
-    env = {"EMBEDDER_MAX_INPUTS": str(MAX_INPUTS), "EMBEDDER_MAX_INPUT_CHARS": str(MAX_CHARS),
-           "EMBEDDER_MAX_BODY_BYTES": str(MAX_BODY)}
-    with Server(workers=1, env=env) as server:
-        server.reference = requests.post(server.url + NATIVE, json={"inputs": "hello world"},
-                                         timeout=60).json()[0]
-        server.first_pids = server.worker_pids()
-        yield server
+    return make_app(max_inputs=MAX_INPUTS, max_input_chars=MAX_CHARS, max_body_bytes=MAX_BODY)
 
 
 @pytest.fixture(autouse=True)
-def still_serving(srv):
-    """After each test: the same worker answers a normal request with the same vector."""
-    yield
-    r = requests.post(srv.url + NATIVE, json={"inputs": "hello world"}, timeout=60)
+def still_serving(srv, caplog):
+    """After each test: a normal request gets the right vector, and nothing was logged as an error."""
+    with caplog.at_level(logging.ERROR):
+        yield
+    r = send(srv, NATIVE, {"inputs": "hello world"})
     assert r.status_code == 200, r.text
-    assert np.abs(np.array(r.json()[0]) - np.array(srv.reference)).max() < 1e-6
-    assert srv.worker_pids() == srv.first_pids, "the worker crashed and was replaced"
-    assert "Traceback" not in srv.log(), srv.log()
+    assert np.abs(np.array(r.get_json()[0]) - expected(srv, ["hello world"])[0]).max() < 1e-6
+    assert srv.service.healthy()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
 
 
 def send(srv, path, body=None, *, raw: bytes | None = None, headers=JSON_CT, method="POST"):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    return requests.request(method, srv.url + path, data=data, headers=headers, timeout=60)
+    return srv.test_client().open(path, method=method, data=data, headers=headers)
 
 
 def check_error(r, status: int, path: str, field: str | None = None) -> str:
     """Status, JSON content type and the error shape of the route's API; returns the message."""
     assert r.status_code == status, (r.status_code, r.text)
     assert r.headers["Content-Type"] == "application/json"
-    body = r.json()
+    body = r.get_json()
     if path in ("/v1/embeddings", "/embeddings"):
         assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
         message, code = body["error"]["message"], body["error"]["code"]
@@ -201,14 +201,16 @@ OPENAI_CASES = [
 def test_openai_bad_fields_are_422_in_openai_shape(srv, path, body, field):
     r = send(srv, path, body)
     check_error(r, 422, path, field)
-    assert r.json()["error"]["type"] == "invalid_request_error"
-    assert r.json()["error"]["code"] == "validation"
+    assert r.get_json()["error"]["type"] == "invalid_request_error"
+    assert r.get_json()["error"]["code"] == "validation"
 
 
 def test_openai_client_raises_its_own_exceptions(srv):
+    import httpx2
     import openai
 
-    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url="http://embedder.test/v1", api_key="unused", max_retries=0,
+                           http_client=httpx2.Client(transport=httpx2.WSGITransport(app=srv)))
     with pytest.raises(openai.UnprocessableEntityError) as info:
         client.embeddings.create(model="m", input="x", dimensions=0)
     assert info.value.body["param"] == "dimensions" and "dimensions" in info.value.body["message"]
@@ -220,44 +222,44 @@ def test_openai_client_raises_its_own_exceptions(srv):
 
 def test_limits_are_inclusive(srv):
     r = send(srv, NATIVE, {"inputs": ["x"] * MAX_INPUTS})
-    assert r.status_code == 200 and len(r.json()) == MAX_INPUTS
+    assert r.status_code == 200 and len(r.get_json()) == MAX_INPUTS
     r = send(srv, NATIVE, {"inputs": "é" * MAX_CHARS})
     assert r.status_code == 200, r.text
     for dims in (1, 384):
         r = send(srv, NATIVE, {"inputs": "x", "dimensions": dims})
-        assert r.status_code == 200 and len(r.json()[0]) == dims
+        assert r.status_code == 200 and len(r.get_json()[0]) == dims
     r = send(srv, OPENAI, {"input": [[0], [30521]]})
-    assert r.status_code == 200 and len(r.json()["data"]) == 2
+    assert r.status_code == 200 and len(r.get_json()["data"]) == 2
 
 
 def test_truncate_true_cuts_long_input_false_refuses_it(srv):
     cut = send(srv, NATIVE, {"inputs": LONG_TEXT, "truncate": True})
     assert cut.status_code == 200 and cut.headers["x-input-tokens"] == "256"
     default = send(srv, NATIVE, {"inputs": LONG_TEXT})
-    assert default.status_code == 200 and np.allclose(default.json(), cut.json(), atol=1e-6)
+    assert default.status_code == 200 and np.allclose(default.get_json(), cut.get_json(), atol=1e-6)
     message = check_error(send(srv, NATIVE, {"inputs": LONG_TEXT, "truncate": False}), 422, NATIVE, "inputs")
     assert "256" in message and "truncate" in message
     openai_cut = send(srv, OPENAI, {"input": LONG_TEXT})
-    assert openai_cut.status_code == 200 and openai_cut.json()["usage"]["prompt_tokens"] == 256
+    assert openai_cut.status_code == 200 and openai_cut.get_json()["usage"]["prompt_tokens"] == 256
 
 
 def test_nulls_mean_defaults(srv):
-    plain = send(srv, NATIVE, {"inputs": "hello world"}).json()
+    plain = send(srv, NATIVE, {"inputs": "hello world"}).get_json()
     r = send(srv, NATIVE, {"inputs": "hello world", "normalize": None, "truncate": None,
                            "dimensions": None, "prompt_name": None, "unknown_field": [1, {}]})
-    assert r.status_code == 200 and np.allclose(r.json(), plain, atol=1e-6)
+    assert r.status_code == 200 and np.allclose(r.get_json(), plain, atol=1e-6)
     r = send(srv, OPENAI, {"input": "hello world", "model": None, "encoding_format": None,
                            "dimensions": None, "user": "someone"})
-    assert r.status_code == 200 and np.allclose(r.json()["data"][0]["embedding"], plain[0], atol=1e-6)
+    assert r.status_code == 200 and np.allclose(r.get_json()["data"][0]["embedding"], plain[0], atol=1e-6)
 
 
 def test_integral_floats_are_integers(srv):
     """JSON (and so JSON Schema) does not tell 64 from 64.0: accept both alike."""
-    as_int = send(srv, NATIVE, {"inputs": "x", "dimensions": 64}).json()
-    as_float = send(srv, NATIVE, {"inputs": "x", "dimensions": 64.0}).json()
+    as_int = send(srv, NATIVE, {"inputs": "x", "dimensions": 64}).get_json()
+    as_float = send(srv, NATIVE, {"inputs": "x", "dimensions": 64.0}).get_json()
     assert len(as_float[0]) == 64 and np.allclose(as_int, as_float)
-    ids = send(srv, OPENAI, {"input": [7592, 2088]}).json()["data"][0]["embedding"]
-    fids = send(srv, OPENAI, {"input": [7592.0, 2088.0]}).json()["data"][0]["embedding"]
+    ids = send(srv, OPENAI, {"input": [7592, 2088]}).get_json()["data"][0]["embedding"]
+    fids = send(srv, OPENAI, {"input": [7592.0, 2088.0]}).get_json()["data"][0]["embedding"]
     assert np.allclose(ids, fids)
 
 
@@ -267,7 +269,7 @@ def test_integral_floats_are_integers(srv):
                                          ("DELETE", "/../etc/passwd")])
 def test_unknown_route_is_404_json(srv, method, path):
     check_error(send(srv, path, raw=b"{}", method=method), 404, path)
-    assert send(srv, path, raw=b"{}", method=method).json()["error_type"] == "not_found"
+    assert send(srv, path, raw=b"{}", method=method).get_json()["error_type"] == "not_found"
 
 
 @pytest.mark.parametrize("method,path,allowed", [
@@ -289,6 +291,10 @@ def test_body_over_the_limit_is_413_json(srv, path, size):
     check_error(send(srv, path, raw=raw), 413, path)
 
 
-def test_very_deep_nesting_over_the_limit_is_refused(srv):
-    raw = b'{"inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}"
-    check_error(send(srv, NATIVE, raw=raw), 413, NATIVE)
+def test_deep_nesting_under_the_body_limit_is_400_not_a_crash():
+    """200,000 levels in 400 kB: under a 1 MiB body limit, so it is the nesting that is refused."""
+    roomy = make_app(max_body_bytes=1024 * 1024)
+    raw = b'{"inputs": ' + b"[" * 200000 + b"]" * 200000 + b"}"
+    assert len(raw) < 1024 * 1024
+    message = check_error(send(roomy, NATIVE, raw=raw), 400, NATIVE)
+    assert "recursion" in message or "depth" in message or "nest" in message, message

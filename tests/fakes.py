@@ -1,0 +1,90 @@
+"""A small stand-in model and backend for the fast tier: the real Flask app, routes, validation,
+service and batcher run on them in-process, with no torch, no ONNX Runtime and no Gunicorn.
+
+The tokenizer splits on white space (one id per word, so token counts are easy to reason about)
+and the backend mean-pools fixed random vectors per token id, so vectors are deterministic and
+differ between inputs: a request that got someone else's rows would show.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+
+import numpy as np
+
+from embedder.app import create_app
+from embedder.config import Settings
+from embedder.model import LoadedModel
+from embedder.service import EmbeddingService
+
+DIMENSION, VOCAB, MAX_TOKENS = 384, 30522, 256
+CLS, SEP, PAD = 101, 102, 0
+
+
+class WhitespaceTokenizer:
+    """Called like a Hugging Face tokenizer; one id per white-space separated word."""
+
+    def __call__(self, texts, add_special_tokens=True, **_):
+        single = isinstance(texts, str)
+        rows = [[1000 + zlib.crc32(word.encode()) % (VOCAB - 1000) for word in text.split()]
+                for text in ([texts] if single else texts)]
+        if add_special_tokens:
+            rows = [[CLS, *row, SEP] for row in rows]
+        return {"input_ids": rows[0] if single else rows}
+
+
+def fake_model(prompts: dict | None = None) -> LoadedModel:
+    return LoadedModel(st_model=None, tokenizer=WhitespaceTokenizer(), model_id="fake/whitespace-mean",
+                       path="", dimension=DIMENSION, max_input_tokens=MAX_TOKENS, vocab_size=VOCAB,
+                       ends_with_normalize=True,
+                       prompts={"query": "query: ", "document": ""} if prompts is None else prompts,
+                       prefix_ids=[CLS], suffix_ids=[SEP], pad_id=PAD)
+
+
+class FakeBackend:
+    """Mean of fixed random vectors per token id. ``gate`` cleared holds every forward pass (to
+    build a queue, or a hang); ``entered`` is set when a pass begins; ``batches`` records them."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.table = np.random.default_rng(0).normal(size=(4096, DIMENSION)).astype(np.float32)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.batches: list[list[list[int]]] = []
+        self.threads = None
+
+    def start(self, threads: int) -> None:
+        self.threads = threads
+
+    def forward(self, batch):
+        self.entered.set()
+        self.gate.wait()
+        self.batches.append([list(ids) for ids in batch])
+        return self.vectors(batch)
+
+    def vectors(self, batch) -> np.ndarray:
+        """What forward returns, without recording or waiting: the expected answer."""
+        return np.stack([self.table[np.asarray(ids) % len(self.table)].mean(axis=0) for ids in batch])
+
+
+def make_app(**settings):
+    """The real app on the fake model and backend, its worker started (warm-up done, batching
+    thread running) as Gunicorn's post_worker_init would; ``app.backend`` and ``app.service``."""
+    service = EmbeddingService(Settings(**settings), fake_model(), FakeBackend())
+    app = create_app(service.settings, service)
+    service.start_worker()
+    service.backend.batches.clear()
+    service.backend.entered.clear()
+    app.service, app.backend = service, service.backend
+    return app
+
+
+def expected(app, texts: list[str], normalize: bool = True) -> np.ndarray:
+    """The vectors the app must answer for these texts."""
+    rows = app.backend.vectors(app.service.model.token_ids(texts, truncate=True))
+    if normalize:
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows
