@@ -1,9 +1,10 @@
 """Micro-batching inside one worker: request threads queue token ids, one thread runs the model.
 
-Whenever the model is free the batching thread takes what is queued (oldest first, up to
-``max_batch_size`` inputs and ``max_batch_tokens`` tokens), sorts it by length and runs it in
-as few padded forward passes as the token budget allows. There is no wait timer: a lone request
-pays one forward pass, a crowd shares batches. Each request gets back exactly its own rows.
+Whenever the model is free the batching thread plans the next forward pass from what is queued,
+across requests: it splits the oldest inputs by length into the passes that cost least by the
+backend's measured cost model (``batch_plan.py``) and runs the one holding the oldest input. There
+is no wait timer: a lone request pays one forward pass, a crowd shares batches of similar length.
+Each request gets back exactly its own rows.
 """
 
 from __future__ import annotations
@@ -18,9 +19,34 @@ import numpy as np
 
 from metrics import definitions as m
 
+from .batch_plan import OnlineCost, split
 from .errors import Overloaded, TimedOut, Unavailable
 
 log = logging.getLogger("embedder.batching")
+
+
+class _Signal:
+    """A one-shot event for exactly one waiter: a lock held from birth, released once by ``set``.
+    Cheaper than threading.Event (no Condition, no Python-level waiter list) on the batching
+    thread's path, which wakes every request of every pass."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:  # always called with the batcher's lock held: never twice at once
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        return self._lock.acquire(timeout=max(timeout, 0)) or self._set
 
 
 class _Job:
@@ -32,7 +58,7 @@ class _Job:
     def __init__(self, count: int, dimension: int):
         self.vectors = np.empty((count, dimension), dtype=np.float32)
         self.remaining = count
-        self.done = threading.Event()
+        self.done = _Signal()
         self.error: BaseException | None = None
         self.enqueued = time.perf_counter()
         self.queue_seconds = 0.0
@@ -57,8 +83,13 @@ class Result:
 
 class Batcher:
     def __init__(self, forward: Callable[[list[list[int]]], np.ndarray], *, dimension: int,
-                 max_batch_size: int, max_batch_tokens: int, max_queued_inputs: int):
+                 max_batch_size: int, max_batch_tokens: int, max_queued_inputs: int,
+                 cost: OnlineCost | None = None):
         self._forward = forward
+        #: How the backend's pass time grows with inputs and length; the worker measures it.
+        self.cost = cost or OnlineCost()
+        #: How many of the oldest queued inputs each plan looks at (bounds the planning work).
+        self.plan_window = 2 * max_batch_size
         self.dimension = dimension
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -142,46 +173,46 @@ class Batcher:
             m.QUEUED_INPUTS.dec(dropped)
         job.remaining = -1  # rows still in a running batch are ignored
 
-    # -- batching thread -------------------------------------------------------------------
-    def _take(self) -> list[_Item]:
-        """Oldest queued inputs within the batch limits (called with the lock held)."""
-        taken: list[_Item] = []
-        tokens = 0
-        while self._queue and len(taken) < self.max_batch_size:
-            size = len(self._queue[0].ids)
-            if taken and tokens + size > self.max_batch_tokens:
+    # -- batching thread -------------------------------------------------------------------------
+    def _plan(self) -> list[_Item]:
+        """The next forward pass (called with the lock held): split the oldest queued inputs (up
+        to ``plan_window``) by length into the cheapest passes by the cost model, and take the pass
+        that holds the oldest input. Its rows leave the queue; the rest wait for the next plan,
+        which also sees what arrives meanwhile. The oldest input always goes next, so nothing
+        starves, and a long input runs with inputs of its own length, not with the short ones."""
+        window = [self._queue[i] for i in range(min(len(self._queue), self.plan_window))]
+        order = sorted(range(len(window)), key=lambda i: len(window[i].ids))
+        ends = split([len(window[i].ids) for i in order], self.cost.model,
+                     self.max_batch_size, self.max_batch_tokens)
+        position = order.index(0)
+        begin = 0
+        for end in ends:
+            if position < end:
                 break
-            taken.append(self._queue.popleft())
-            tokens += size
+            begin = end
+        chosen = set(order[begin:end])
+        taken = [window[i] for i in order[begin:end]]
+        rest = [item for i, item in enumerate(window) if i not in chosen]
+        for _ in range(len(window)):
+            self._queue.popleft()
+        self._queue.extendleft(reversed(rest))
         m.QUEUED_INPUTS.dec(len(taken))
+        m.PLAN_PASSES.observe(len(ends))
         return taken
-
-    def _chunks(self, items: list[_Item]) -> list[list[_Item]]:
-        """Group by length so padding stays within the token budget."""
-        items.sort(key=lambda item: len(item.ids))
-        chunks: list[list[_Item]] = [[]]
-        for item in items:
-            chunk = chunks[-1]
-            if chunk and (len(chunk) + 1) * len(item.ids) > self.max_batch_tokens:
-                chunks.append([item])
-            else:
-                chunk.append(item)
-        return chunks
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._queue:
                     self._cond.wait()
-                items = self._take()
+                items = self._plan()
                 self._running = items
             started = time.perf_counter()
             for item in items:
                 if item.job.remaining > 0:
                     item.job.queue_seconds = max(item.job.queue_seconds, started - item.job.enqueued)
                     m.QUEUE_SECONDS.observe(started - item.job.enqueued)
-            for chunk in self._chunks(items):
-                self._run_chunk(chunk)
+            self._run_chunk(items)
             with self._cond:
                 self._running = []
 
@@ -197,8 +228,13 @@ class Batcher:
         finally:
             self.busy_since = None
         took = time.perf_counter() - began
+        longest = max(len(ids) for ids in batch)
+        padded = longest * len(batch)
+        if error is None:
+            self.cost.observe(len(batch), longest, took)
         m.BATCH_SIZE.observe(len(batch))
-        m.BATCH_TOKENS.observe(max(len(ids) for ids in batch) * len(batch))
+        m.BATCH_TOKENS.observe(padded)
+        m.BATCH_PADDING.observe(1 - sum(len(ids) for ids in batch) / padded)
         m.FORWARD_SECONDS.observe(took)
         with self._cond:
             for job in {item.job for item in chunk}:

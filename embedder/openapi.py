@@ -186,6 +186,12 @@ def build(settings, limits, model_id: str) -> dict:
                 "workers": {"type": "integer"}, "threads_per_worker": {"type": "integer"},
                 "pid": {"type": "integer"}, "max_batch_size": {"type": "integer"},
                 "max_batch_tokens": {"type": "integer"}, "max_queued_inputs": {"type": "integer"},
+                "batch_cost_ms": {
+                    "type": "object",
+                    "description": "The worker's measured cost model of one forward pass (ms): "
+                                   "fixed + inputs x length x (per_token + per_token_length x length).",
+                    "properties": {"fixed": {"type": "number"}, "per_token": {"type": "number"},
+                                   "per_token_length": {"type": "number"}}},
                 "max_inputs": {"type": "integer"}, "max_input_chars": {"type": "integer"},
                 "max_body_bytes": {"type": "integer"}, "request_timeout": {"type": "number"},
                 "version": {"type": "string"},

@@ -18,6 +18,7 @@ import numpy as np
 
 from metrics import definitions as m
 
+from .batch_plan import OnlineCost, probe
 from .batching import Batcher
 from .config import Settings
 
@@ -97,6 +98,11 @@ class EmbeddingService:
         self.backend.start(self.layout.threads)
         for _ in range(2):  # straight to the backend: warm-up is not traffic, so not in the metrics
             self.backend.forward(self.warmup_ids)
+        # How this backend's pass time grows with inputs and length, here, with these threads:
+        # the batcher splits queued inputs by length with it.
+        model = self.model
+        self.batcher.cost = OnlineCost(probe(self.backend.forward, model.prefix_ids,
+                                             self.warmup_ids[0][len(model.prefix_ids)], model.suffix_ids))
         self.batcher.start()
         self.started_pid = os.getpid()
         self.ready = True
@@ -106,8 +112,8 @@ class EmbeddingService:
         m.MODEL_INFO.labels(self.model_id, self.backend.name, str(self.model.dimension)).set(1)
         for reason in m.FAILURE_REASONS:  # zero series, so rate() and alerts see them from the start
             m.FAILURES.labels(reason)
-        log.info("worker %d ready: %d threads, warm-up %.0f ms", os.getpid(),
-                 self.layout.threads, (time.perf_counter() - began) * 1000)
+        log.info("worker %d ready: %d threads, warm-up %.0f ms, pass cost (ms) %s", os.getpid(),
+                 self.layout.threads, (time.perf_counter() - began) * 1000, self.batcher.cost.model.as_dict())
 
     def healthy(self) -> bool:
         return (self.ready and self.batcher.running()
@@ -145,6 +151,7 @@ class EmbeddingService:
             "pid": os.getpid(),
             "max_batch_size": s.max_batch_size,
             "max_batch_tokens": s.max_batch_tokens,
+            "batch_cost_ms": self.batcher.cost.model.as_dict(),
             "max_queued_inputs": s.max_queued_inputs,
             "max_inputs": s.max_inputs,
             "max_input_chars": s.max_input_chars,

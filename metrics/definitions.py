@@ -23,6 +23,13 @@ INPUT_TOKENS = Counter("embedder_input_tokens_total",
 BATCH_SIZE = Histogram("embedder_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS)
 BATCH_TOKENS = Histogram("embedder_batch_tokens", "Padded tokens (inputs x longest) per forward pass.",
                          buckets=TOKEN_BUCKETS)
+BATCH_PADDING = Histogram("embedder_batch_padding_ratio",
+                          "Share of a forward pass's padded tokens that are padding (0: inputs of one length).",
+                          buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+PLAN_PASSES = Histogram("embedder_batch_plan_passes",
+                        "Forward passes the queued inputs were split into by length when the next "
+                        "pass was planned (one of them runs; the rest are planned again).",
+                        buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
 QUEUE_SECONDS = Histogram("embedder_queue_duration_seconds",
                           "Time an input waited in its worker's queue before its forward pass began.",
                           buckets=LATENCY_BUCKETS)

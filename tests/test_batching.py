@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from embedder.batch_plan import PROBE_SHAPES, CostModel, OnlineCost, probe, split
 from embedder.batching import Batcher
 from embedder.errors import Overloaded, TimedOut, Unavailable
 
@@ -84,6 +85,8 @@ def make():
     def build(forward, **kw) -> Batcher:
         limits = dict(dimension=3, max_batch_size=16, max_batch_tokens=256, max_queued_inputs=1000)
         limits.update(kw)
+        if isinstance(limits.get("cost"), CostModel):  # pinned: no refitting from the fake's timings
+            limits["cost"] = OnlineCost(model=limits["cost"], refit_every=0)
         batcher = Batcher(forward, **limits)
         made.append((forward, batcher))
         batcher.start()
@@ -129,13 +132,15 @@ def test_concurrent_requests_share_batches_and_get_their_own_vectors(make):
         assert len(batch) * max(len(ids) for ids in batch) <= 256 or len(batch) == 1
 
 
-def test_a_batch_is_grouped_by_length(make):
+def test_queued_inputs_are_split_by_length_oldest_first(make):
     forward = FakeForward(held=True)  # hold the first pass so the rest queue up together
-    batcher = make(forward, max_batch_tokens=64, max_batch_size=64)
+    # Padding costs more than a pass's fixed cost here, so inputs of different lengths part.
+    batcher = make(forward, max_batch_size=64, cost=CostModel(fixed=1.0, per_token=1.0))
     first = in_thread(batcher.submit, [[1]], WAIT)
     assert forward.entered.wait(WAIT), "the first pass never began"
     short, long = [[2]] * 8, [[3] * 30]
-    # The long input is queued first, so only sorting by length puts the short ones together.
+    # The long input is queued first, so it runs next (oldest first), alone; the short ones,
+    # though queued after it, run together in the pass after, not padded to 30 tokens.
     long_future = in_thread(batcher.submit, long, WAIT)
     wait_until(lambda: batcher.queued == 1, "the long input is queued")
     short_future = in_thread(batcher.submit, short, WAIT)
@@ -145,9 +150,62 @@ def test_a_batch_is_grouped_by_length(make):
     assert np.array_equal(first.result(timeout=WAIT).vectors, expected([[1]]))
     assert np.array_equal(short_future.result(timeout=WAIT).vectors, expected(short))
     assert np.array_equal(long_future.result(timeout=WAIT).vectors, expected(long))
-    # 8 one-token inputs and one 30-token input: one pass would pad to 9 x 30 = 270 > 64 tokens,
-    # so the queued nine run as two passes, shortest first.
-    assert forward.batches[1:] == [short, long]
+    assert forward.batches[1:] == [long, short]
+
+
+def test_a_pass_costing_more_apart_runs_together(make):
+    forward = FakeForward(held=True)
+    # A large fixed cost per pass: padding 8 short inputs to 30 tokens is cheaper than 2 passes.
+    batcher = make(forward, max_batch_size=64, max_batch_tokens=1024,
+                   cost=CostModel(fixed=1000.0, per_token=1.0))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    long_future = in_thread(batcher.submit, [[3] * 30], WAIT)
+    wait_until(lambda: batcher.queued == 1, "the long input is queued")
+    short_future = in_thread(batcher.submit, [[2]] * 8, WAIT)
+    wait_until(lambda: batcher.queued == 9, "all are queued")
+    forward.gate.set()
+    for future in (first, long_future, short_future):
+        future.result(timeout=WAIT)
+    assert len(forward.batches) == 2 and sorted(map(len, forward.batches[1])) == [1] * 8 + [30]
+
+
+def test_the_token_budget_still_splits_a_pass(make):
+    forward = FakeForward(held=True)
+    batcher = make(forward, max_batch_size=64, max_batch_tokens=64,
+                   cost=CostModel(fixed=1000.0, per_token=0.001))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    # 9 inputs of 10 tokens: 90 padded tokens > 64, however cheap one pass would be.
+    future = in_thread(batcher.submit, [[2] * 10] * 9, WAIT)
+    wait_until(lambda: batcher.queued == 9, "all are queued")
+    forward.gate.set()
+    first.result(timeout=WAIT)
+    assert np.array_equal(future.result(timeout=WAIT).vectors, expected([[2] * 10] * 9))
+    assert all(len(batch) * 10 <= 64 for batch in forward.batches[1:])
+    assert sum(len(batch) for batch in forward.batches[1:]) == 9
+
+
+def test_a_long_input_is_not_starved_by_a_stream_of_short_ones(make):
+    forward = FakeForward(held=True)
+    batcher = make(forward, max_batch_size=4, cost=CostModel(fixed=1.0, per_token=1.0))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    shorts = [in_thread(batcher.submit, [[2]], WAIT) for _ in range(6)]
+    wait_until(lambda: batcher.queued == 6, "six short inputs are queued")
+    long_future = in_thread(batcher.submit, [[3] * 40], WAIT)
+    wait_until(lambda: batcher.queued == 7, "the long input is queued behind them")
+    later = [in_thread(batcher.submit, [[4]], WAIT) for _ in range(6)]
+    wait_until(lambda: batcher.queued == 13, "more short inputs arrived after it")
+    forward.gate.set()
+    for future in [first, *shorts, long_future, *later]:
+        future.result(timeout=WAIT)
+    passes = [[ids[0] for ids in batch] for batch in forward.batches[1:]]
+    long_pass = next(i for i, ids in enumerate(passes) if 3 in ids)
+    # The six shorts queued before it need two passes of at most 4 (later shorts may fill their
+    # room); the long one runs right after them, however many shorts keep arriving.
+    assert long_pass == 2 and passes[long_pass] == [3]
+    assert sum(ids.count(2) for ids in passes[:long_pass]) == 6
 
 
 def test_full_queue_is_refused(make):
@@ -213,3 +271,119 @@ def test_fail_all_releases_waiting_requests(make):
     with pytest.raises(Unavailable):
         batcher.submit([[1]], timeout=1)
     assert not batcher.running()
+
+
+# -- the split and the cost model ------------------------------------------------------------------
+def _cost_of(lengths, ends, cost):
+    begin, total = 0, 0.0
+    for end in ends:
+        total += cost(end - begin, lengths[end - 1])
+        begin = end
+    return total
+
+
+def _brute_force(lengths, cost, max_size, max_tokens):
+    """Cheapest split by trying every set of boundaries (small inputs only)."""
+    import itertools
+
+    count, best = len(lengths), None
+    for cuts in itertools.product([False, True], repeat=count - 1):
+        ends = [i + 1 for i, cut in enumerate(cuts) if cut] + [count]
+        begin, fits = 0, True
+        for end in ends:
+            size = end - begin
+            fits &= size <= max_size and (size == 1 or size * lengths[end - 1] <= max_tokens)
+            begin = end
+        if fits and (best is None or _cost_of(lengths, ends, cost) < best):
+            best = _cost_of(lengths, ends, cost)
+    return best
+
+
+def test_split_is_the_cheapest_split():
+    rng = random.Random(7)
+    for _ in range(200):
+        lengths = sorted(rng.choice([rng.randrange(5, 20), rng.randrange(20, 120)])
+                         for _ in range(rng.randrange(1, 11)))
+        cost = CostModel(rng.uniform(0, 20), rng.uniform(0.01, 1), rng.uniform(0, 0.01))
+        max_size, max_tokens = rng.randrange(1, 12), rng.choice([64, 256, 10_000])
+        ends = split(lengths, cost, max_size, max_tokens)
+        assert ends[-1] == len(lengths) and ends == sorted(set(ends))
+        assert _cost_of(lengths, ends, cost) == pytest.approx(
+            _brute_force(lengths, cost, max_size, max_tokens))
+
+
+def test_split_keeps_one_length_together_and_parts_far_lengths():
+    cost = CostModel(fixed=2.0, per_token=0.13, per_token_length=0.0005)
+    assert split([12] * 32, cost, 64, 8192) == [32]
+    assert split([10] * 8 + [120] * 2, cost, 64, 8192) == [8, 10]
+    assert split([10] * 8 + [120] * 2, CostModel(fixed=1e6), 64, 8192) == [10]
+    ends = split([10] * 8, cost, 3, 8192)  # at most 3 per pass: 3 passes, none bigger
+    assert len(ends) == 3 and max(b - a for a, b in zip([0, *ends], ends)) == 3
+
+
+def test_cost_model_fit_recovers_known_coefficients():
+    truth = CostModel(fixed=1.5, per_token=0.12, per_token_length=0.0004)
+    samples = [(n, length, truth(n, length)) for n, length in
+               [(1, 8), (1, 32), (4, 16), (8, 64), (16, 32), (4, 128)]]
+    fitted = CostModel.fit(samples)
+    for key, value in truth.as_dict().items():
+        assert fitted.as_dict()[key] == pytest.approx(value, rel=1e-6)
+
+
+def test_cost_model_fit_never_goes_negative():
+    # Noise that a straight fit would answer with a negative per-token cost.
+    fitted = CostModel.fit([(1, 8, 5.0), (1, 32, 4.0), (16, 32, 4.5), (4, 128, 4.2)])
+    assert min(fitted.as_dict().values()) >= 0
+    assert fitted(16, 128) > fitted(1, 8) * 0 and fitted(1, 8) > 0
+
+
+def test_probe_times_the_probe_shapes():
+    seen = []
+    samples = probe(lambda batch: seen.append((len(batch), len(batch[0]))),
+                    prefix=[101], token=7, suffix=[102], repeats=2)
+    assert sorted(set(seen)) == sorted(set(PROBE_SHAPES)) and len(seen) == 2 * len(PROBE_SHAPES)
+    assert [(n, length) for n, length, _ in samples] == list(PROBE_SHAPES)
+    assert min(CostModel.fit(samples).as_dict().values()) >= 0
+
+
+def test_online_cost_follows_the_passes_it_sees():
+    start = CostModel(fixed=1.0, per_token=0.1, per_token_length=0.0)
+    slower = CostModel(fixed=6.0, per_token=0.3, per_token_length=0.001)  # e.g. the machine got busy
+    online = OnlineCost([(n, length, start(n, length)) for n, length in PROBE_SHAPES], refit_every=10)
+    assert online.model.as_dict() == pytest.approx(start.as_dict(), abs=1e-6)
+    rng = random.Random(3)
+    for _ in range(2000):
+        n, length = rng.randrange(1, 33), rng.randrange(8, 129)
+        online.observe(n, length, slower(n, length) / 1000)
+    assert online.model.as_dict() == pytest.approx(slower.as_dict(), rel=0.02)
+
+
+def test_pinned_cost_never_refits():
+    pinned = OnlineCost(model=CostModel(fixed=3.0), refit_every=0)
+    for _ in range(100):
+        pinned.observe(4, 16, 1.0)
+    assert pinned.model == CostModel(fixed=3.0) and pinned.estimate.count == 0
+
+
+def test_the_batcher_reports_padding_and_refits_from_its_passes(make):
+    from prometheus_client import REGISTRY
+
+    def sample(name):
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    forward = FakeForward(held=True)
+    cost = OnlineCost(model=CostModel(fixed=1000.0, per_token=1.0), refit_every=2)
+    batcher = make(forward, max_batch_size=64, max_batch_tokens=1024, cost=cost)
+    padding, plans = sample("embedder_batch_padding_ratio_sum"), sample("embedder_batch_plan_passes_count")
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    mixed = in_thread(batcher.submit, [[2] * 10, [2] * 30], WAIT)
+    wait_until(lambda: batcher.queued == 2, "both inputs are queued")
+    forward.gate.set()
+    first.result(timeout=WAIT)
+    mixed.result(timeout=WAIT)
+    # One pass of 10 and 30 tokens (one pass is cheap here): a third of its 60 slots are padding.
+    assert forward.batches[1] == [[2] * 10, [2] * 30]
+    assert sample("embedder_batch_padding_ratio_sum") - padding == pytest.approx(1 / 3)
+    assert sample("embedder_batch_plan_passes_count") - plans == 2
+    assert cost.estimate.count == 2 and cost.model != CostModel(fixed=1000.0, per_token=1.0)
