@@ -1,8 +1,11 @@
 """Loading a sentence-transformers model and turning inputs into the token ids it reads.
 
-Loading happens once, in the Gunicorn master (``preload_app``), so workers share the weights'
-pages. Tokenizing happens in the request threads, so the batching thread only pads and runs
-the forward pass, and so token counts (for limits, usage and metrics) are known before queueing.
+Loading happens once, in the Gunicorn master (``preload_app``). The torch backend loads the
+SentenceTransformer (its weights then shared by the forked workers); the onnx backend reads only
+the model directory's files (``model_files.py``: no torch in the master or the workers), unless
+that loader cannot reproduce the model's tokenizer exactly. Tokenizing happens in the request
+threads, so the batching thread only pads and runs the forward pass, and so token counts (for
+limits, usage and metrics) are known before queueing.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .config import Settings
 from .errors import InputTooLong
@@ -17,15 +21,40 @@ from .errors import InputTooLong
 log = logging.getLogger("embedder.model")
 
 
+class Tokenizer(Protocol):
+    """What serving needs of a tokenizer (model_files.FileTokenizer, TransformersTokenizer, the fast
+    tests' stand-in)."""
+
+    def content_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens, untruncated."""
+
+    def wrapped_ids(self, text: str) -> list[int]:
+        """Token ids of one text with the special tokens the tokenizer adds."""
+
+
+class TransformersTokenizer:
+    """A Hugging Face (transformers) tokenizer behind the :class:`Tokenizer` methods."""
+
+    def __init__(self, hf):
+        self.hf = hf
+
+    def content_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.hf(texts, add_special_tokens=False, truncation=False, return_attention_mask=False,
+                       return_token_type_ids=False, verbose=False)["input_ids"]
+
+    def wrapped_ids(self, text: str) -> list[int]:
+        return self.hf(text, add_special_tokens=True)["input_ids"]
+
+
 @dataclass
 class LoadedModel:
     """A sentence-transformers model plus what serving needs to know about it."""
 
-    #: The sentence-transformers model (its modules run in the torch backend, the ONNX export
-    #: traces it); None for a model that only tokenizes, as the fast tests' stand-in does.
+    #: The sentence-transformers model (its modules run in the torch backend); None when the model
+    #: was read from its files (the onnx backend) or is the fast tests' stand-in.
     st_model: object
-    #: A Hugging Face tokenizer (called as ``tokenizer(texts, ...)["input_ids"]``).
-    tokenizer: object
+    #: A :class:`Tokenizer`: ``content_ids(texts)`` and ``wrapped_ids(text)``.
+    tokenizer: Tokenizer
     model_id: str
     path: str
     dimension: int
@@ -40,13 +69,13 @@ class LoadedModel:
     pad_id: int = 0
     #: Whether the transformer takes token_type_ids (BERT does; many others do not).
     uses_token_type_ids: bool = True
+    #: The Pooling module's modes, in its concatenation order, when the pipeline is Transformer ->
+    #: Pooling (-> Normalize) (what the onnx backend runs); empty otherwise.
+    pooling_modes: tuple = ()
 
     def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text with special tokens, truncated to the model's limit."""
-        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=False,
-                                 return_attention_mask=False, return_token_type_ids=False,
-                                 verbose=False)["input_ids"]
-        return self.wrap_ids(encoded, truncate)
+        return self.wrap_ids(self.tokenizer.content_ids(texts), truncate)
 
     def wrap_ids(self, content: list[list[int]], truncate: bool) -> list[list[int]]:
         """Add special tokens around content ids; cut (or refuse) what exceeds the limit."""
@@ -62,10 +91,10 @@ class LoadedModel:
         return out
 
 
-def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+def special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     """Find the ids a tokenizer puts before and after a single sequence."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer.content_ids(["a"])[0]
+    full = tokenizer.wrapped_ids("a")
     for start in range(len(full) - len(plain) + 1):
         if full[start:start + len(plain)] == plain:
             return list(full[:start]), list(full[start + len(plain):])
@@ -73,7 +102,37 @@ def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def load_model(settings: Settings) -> LoadedModel:
-    """Load the configured model from a local directory (never from a hub)."""
+    """Load the configured model from a local directory (never from a hub): from its files alone
+    for the onnx backend (no torch), as a SentenceTransformer for the torch backend, or when the
+    files' loader does not reproduce the model's set-up (logged). A pipeline the onnx backend
+    cannot run raises model_files.UnsupportedModel."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if settings.backend == "onnx":
+        from .model_files import NotReplicated, load_model_files
+
+        try:
+            return load_model_files(settings)
+        except NotReplicated as why:
+            log.warning("model %s: %s; loading it with sentence-transformers instead (torch in the master)",
+                        settings.resolved_model_id(), why)
+    return load_sentence_transformer(settings)
+
+
+def _pooling_modes(modules: list, ends_with_normalize: bool) -> tuple:
+    """A SentenceTransformer's pooling modes if it is Transformer -> Pooling (-> Normalize)."""
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    core = modules[:-1] if ends_with_normalize else modules
+    if len(core) != 2 or not isinstance(core[0], Transformer) or not isinstance(core[1], Pooling):
+        return ()
+    mode = core[1].pooling_mode
+    return (mode,) if isinstance(mode, str) else tuple(mode)
+
+
+def load_sentence_transformer(settings: Settings) -> LoadedModel:
+    """The configured model as a SentenceTransformer (imports torch)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
@@ -89,25 +148,27 @@ def load_model(settings: Settings) -> LoadedModel:
     st_model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     st_model.eval()
     modules = list(st_model.children())
-    prefix, suffix = _special_tokens(st_model.tokenizer)
     tokenizer = st_model.tokenizer
+    prefix, suffix = special_tokens(TransformersTokenizer(tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ends_with_normalize = isinstance(modules[-1], Normalize)
     dimension = st_model.get_embedding_dimension() if hasattr(st_model, "get_embedding_dimension") \
         else st_model.get_sentence_embedding_dimension()
     loaded = LoadedModel(
         st_model=st_model,
-        tokenizer=tokenizer,
+        tokenizer=TransformersTokenizer(tokenizer),
         model_id=settings.resolved_model_id(),
         path=str(path),
         dimension=int(dimension),
         max_input_tokens=int(st_model.max_seq_length),
         vocab_size=len(tokenizer),
-        ends_with_normalize=isinstance(modules[-1], Normalize),
+        ends_with_normalize=ends_with_normalize,
         prompts={k: v for k, v in (st_model.prompts or {}).items()},
         prefix_ids=prefix,
         suffix_ids=suffix,
         pad_id=pad_id,
         uses_token_type_ids="token_type_ids" in getattr(tokenizer, "model_input_names", ()),
+        pooling_modes=_pooling_modes(modules, ends_with_normalize),
     )
     log.info("model %s loaded: dimension %d, max %d tokens", loaded.model_id, loaded.dimension,
              loaded.max_input_tokens)

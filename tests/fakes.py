@@ -23,7 +23,8 @@ CLS, SEP, PAD = 101, 102, 0
 
 
 class WhitespaceTokenizer:
-    """Called like a Hugging Face tokenizer; one id per white-space separated word."""
+    """One id per white-space separated word: embedder.model.Tokenizer's methods, and callable like
+    a Hugging Face tokenizer."""
 
     def __call__(self, texts, add_special_tokens=True, **_):
         single = isinstance(texts, str)
@@ -32,6 +33,12 @@ class WhitespaceTokenizer:
         if add_special_tokens:
             rows = [[CLS, *row, SEP] for row in rows]
         return {"input_ids": rows[0] if single else rows}
+
+    def content_ids(self, texts):
+        return self(texts, add_special_tokens=False)["input_ids"]
+
+    def wrapped_ids(self, text):
+        return self(text, add_special_tokens=True)["input_ids"]
 
 
 def fake_model(prompts: dict | None = None) -> LoadedModel:

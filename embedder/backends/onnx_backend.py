@@ -1,10 +1,12 @@
 """The ONNX Runtime backend: the model's transformer as an ONNX graph, pooled like its Pooling module.
 
-In the Gunicorn master the backend gets the ONNX file from ``onnx_export.py`` (shipped, cached or
-exported in a child process) and reads its bytes; it never imports onnxruntime there. Each worker,
-after fork, creates its own InferenceSession with intra-op threads = its share of the cores. Pooling
-runs in NumPy, by the modes in the model's Pooling config, so the vectors are the model's own
-(before any final Normalize: the service normalizes when the request asks).
+In the Gunicorn master the backend gets the ONNX files from ``onnx_export.py`` (shipped, cached or
+made in child processes) and keeps only their paths: it never imports onnxruntime (nor torch)
+there. Each worker, after fork, opens the serving form's graph by path with intra-op threads = its
+share of the cores; ONNX Runtime maps the weights (pre-packed copies included) from its data file,
+so all workers share those pages. Pooling runs in NumPy, by the modes in the model's Pooling
+config, so the vectors are the model's own (before any final Normalize: the service normalizes
+when the request asks).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..model import LoadedModel
 from .base import pad
-from .onnx_export import UnsupportedModel, onnx_file, pipeline_parts, shipped_onnx
+from .onnx_export import UnsupportedModel, onnx_files
 
 #: Pooling modes implemented below (sentence-transformers' Pooling names).
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -24,8 +26,9 @@ POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "
 
 # -- pooling ----------------------------------------------------------------------------------------
 def pooling_modes(pooling) -> tuple[str, ...]:
-    """The Pooling module's modes, in its concatenation order; refuses what is not implemented."""
-    mode = pooling.pooling_mode
+    """A Pooling module's (or config's) modes, in its concatenation order; refuses what is not
+    implemented. ``pooling``: a mode name, a sequence of them, or an object with ``pooling_mode``."""
+    mode = getattr(pooling, "pooling_mode", pooling)
     modes = (mode,) if isinstance(mode, str) else tuple(mode)
     unknown = [m for m in modes if m not in POOLING_MODES]
     if unknown:
@@ -61,27 +64,20 @@ def pool(hidden: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.nda
     return np.concatenate(out, axis=1).astype(np.float32, copy=False)
 
 
-def _has_external_data(path: Path) -> bool:
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(uses_external_data(tensor) for tensor in graph.initializer)
-
-
 # -- the backend ------------------------------------------------------------------------------------
 class OnnxBackend:
     def __init__(self, model: LoadedModel, cache_dir: Path, quantize: str = ""):
-        """In the master: check the pipeline, get the ONNX file and read it. No session here."""
+        """In the master: check the pipeline and get the files (paths only). No session here."""
         self.pad_id = model.pad_id
         self.name = "onnx-int8" if quantize else "onnx"
-        _, pooling = pipeline_parts(model)
-        self.modes = pooling_modes(pooling)
-        self.path = onnx_file(model, cache_dir, quantize)
-        # Read before fork, like the torch weights; each worker's session parses these bytes. A
-        # shipped graph whose weights sit in separate files is opened by path (ORT finds them there).
-        external = self.path == shipped_onnx(model.path) and _has_external_data(self.path)
-        self._bytes = None if external else self.path.read_bytes()
+        if not model.pooling_modes:
+            raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
+                                   f"{model.model_id} is not one: use EMBEDDER_BACKEND=torch")
+        self.modes = pooling_modes(model.pooling_modes)
+        files = onnx_files(model, cache_dir, quantize)
+        #: The graph as shipped, exported or quantized; the one workers open; whether that one is a
+        #: serving form (optimized already, weights mapped from its data file).
+        self.path, self.serving, self.prepared = files.source, files.serving, files.prepared
         self._session = None
         self._feeds: list[str] = []
         self._output = ""
@@ -94,19 +90,21 @@ class OnnxBackend:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        source = self._bytes if self._bytes is not None else str(self.path)
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        # A serving form was optimized (ORT_ENABLE_ALL) when it was made; optimizing again would only
+        # rebuild what it holds, in private memory.
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.prepared
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        session = ort.InferenceSession(str(self.serving), options, providers=["CPUExecutionProvider"])
         inputs = [i.name for i in session.get_inputs()]
         unknown = set(inputs) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown or "input_ids" not in inputs:
-            raise UnsupportedModel(f"{self.path} has inputs {inputs}; expected input_ids, "
+            raise UnsupportedModel(f"{self.serving} has inputs {inputs}; expected input_ids, "
                                    "attention_mask and optionally token_type_ids")
         outputs = session.get_outputs()
         named = [o.name for o in outputs if o.name in ("last_hidden_state", "token_embeddings")]
         ranked = [o.name for o in outputs if len(o.shape) == 3]
         if not (named or ranked):
-            raise UnsupportedModel(f"{self.path} has no (batch, tokens, dim) output")
+            raise UnsupportedModel(f"{self.serving} has no (batch, tokens, dim) output")
         self._feeds, self._output = inputs, (named or ranked)[0]
         self._session = session
 
