@@ -2,21 +2,25 @@
 
     python -m bench.run [--duration S] [--repeat N] [--backends onnx,onnx-int8,torch]
                         [--workers 1,2,4] [--threads auto,1]
-                        [--http-threads default] [--workloads root,embed1,embed32]
-                        [--baselines/--no-baselines] [--ceiling/--no-ceiling]
+                        [--http-threads default] [--workloads root,embed1,embed32,embed1long]
+                        [--sweep-workloads LIST] [--baseline-workloads root,embed1,embed1long]
+                        [--baselines/--no-baselines] [--limit/--no-limit]
                         [--interleave/--no-interleave] [--out-dir DIR]
 
 The sweep is every backend x worker count x threads per worker x HTTP threads; "threads" are torch
 intra-op threads for the torch backend and ONNX Runtime intra-op threads for onnx and onnx-int8
-(EMBEDDER_THREADS either way).
+(EMBEDDER_THREADS either way). The default configuration runs every workload of --workloads, the
+other configurations those of --sweep-workloads (e.g. only root or embed1long, when they are there
+for memory and worker counts), the Flask and Caddy baselines those of --baseline-workloads.
 One server runs at a time: it is started, measured on each of its workloads (a warm-up, then wrk
 runs) and stopped before the next starts. The plan (Flask baseline, Caddy baseline, each sweep
-configuration, the in-process ceiling of each backend) is run --repeat times in rounds, each round
-in the reverse order of the last, so slow drifts in the machine's load fall on every row alike;
-medians are over rounds. A server that fails to start or a run that fails is recorded with its
-error and the rest goes on. Writes <out-dir>/<date>-<host>.json (bench/schema.py's Results) after
-every measurement (an interrupted run keeps what it measured), then .md and .png at the end. Exit
-status 1 if anything failed.
+configuration, then the in-process sorted limit of each backend on each sentence set its POST
+workloads use: bench/ceiling.py) is run --repeat times in rounds, each round in the reverse order
+of the last, so slow drifts in the machine's load fall on every row alike; medians are over rounds.
+A server that fails to start or a run that fails is recorded with its error and the rest goes on.
+Writes <out-dir>/<date>-<host>.json (bench/schema.py's Results) after every measurement (an
+interrupted run keeps what it measured), then .md and .png at the end; the .md opens with issue 13's
+targets, each measured and passed or failed. Exit status 1 if anything failed.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ from pathlib import Path
 
 from embedder.config import BACKEND_LABELS, Settings, available_cpus, worker_layout
 
-from . import procstats, report, stsb
-from .schema import Ceiling, Config, Machine, Median, Memory, Results, Row, WrkRun
+from . import procstats, report
+from .schema import Config, Limit, Machine, Median, Memory, Results, Row, WrkRun
 from .servers import ROOT, CaddyFanout, FlaskBaseline, start_embedder
-from .workloads import WORKLOADS, WrkOptions, run_wrk, write_bodies
+from .workloads import SENTENCE_SETS, WORKLOADS, WrkOptions, run_wrk, workload_sentences, write_bodies
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Backend labels, as the server's /info reports them.
@@ -61,11 +65,18 @@ def _list(text: str, words: tuple[str, ...] = ()) -> list:
     return out
 
 
+def _names(text: str) -> list[str]:
+    """'root, embed1' -> ['root', 'embed1'], without repeats."""
+    return list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
 def default_workers_list(cores: int) -> str:
-    """1 up to 2 x cores: every count on small machines, powers of two plus cores on big ones."""
+    """1 up to 2 x cores: every count on small machines, powers of two plus cores on big ones;
+    always 1, 2 and 4 (the memory comparison)."""
     top = 2 * cores
     counts = set(range(1, top + 1)) if top <= 8 else {2 ** i for i in range(top.bit_length())
                                                       if 2 ** i <= top} | {cores, top}
+    counts |= {1, 2, 4}
     return ",".join(str(c) for c in sorted(counts))
 
 
@@ -88,38 +99,62 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--http-threads", default="default",
                         help=f"HTTP threads per worker; default = {Settings().http_threads}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help=f"any of {', '.join(WORKLOADS)} ({','.join(WORKLOADS)})")
+                        help=f"any of {', '.join(WORKLOADS)} ({','.join(WORKLOADS)}); "
+                             + "; ".join(f"{n} = {w.description}" for n, w in WORKLOADS.items()))
+    parser.add_argument("--sweep-workloads", default=None,
+                        help="the workloads of the configurations other than the default one, a "
+                             "subset of --workloads (all of them); e.g. 'embed1long' to measure "
+                             "memory and worker counts on real text without every workload")
+    parser.add_argument("--baseline-workloads", default="root,embed1,embed1long",
+                        help="the workloads of the Flask and Caddy baselines, where also in "
+                             "--workloads (root,embed1,embed1long)")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure the Flask and Caddy baselines on GET / (yes)")
-    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure the in-process ceiling for the POST workloads (yes)")
+                        help="measure the Flask and Caddy baselines (yes)")
+    parser.add_argument("--limit", "--ceiling", dest="limit", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="measure the in-process sorted limit (bench/ceiling.py) of each backend "
+                             "on each sentence set its POST workloads use; --ceiling is its old name "
+                             "(yes)")
     parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
                         help="repeat in rounds over all servers (each started once per round), so "
                              "that a change in the machine's background load hits every row alike; "
                              "--no-interleave starts each server once and repeats back to back (yes)")
-    parser.add_argument("--ceiling-batch-size", type=int, default=128)
-    parser.add_argument("--wrk-threads", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--limit-batch-size", "--ceiling-batch-size", dest="limit_batch_size", type=int,
+                        default=16, help="batch size of the in-process limit (16: what one worker's "
+                                         "queue holds under the default 32 connections and 2 workers)")
+    parser.add_argument("--limit-processes", type=int, default=0,
+                        help="processes of the in-process limit, side by side, each with cores // "
+                             "processes threads; 0 = the server's default layout, one per core "
+                             f"(here {worker_layout(0, 0, cores).workers} x "
+                             f"{worker_layout(0, 0, cores).threads} thread)")
+    parser.add_argument("--wrk-threads", type=int, default=8, help="wrk -t (8)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk -c (32)")
     parser.add_argument("--wrk-timeout", default="30s",
                         help="wrk's per-request timeout (30s; wrk's own 2s would count slow answers "
                              "as errors and leave them out of the latencies)")
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds a server may take to start")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where the outputs go (bench/results)")
     parser.add_argument("--name", help="output file name without extension (<date>-<host>)")
     args = parser.parse_args(argv)
     args.workers = _list(args.workers)
     args.threads = _list(args.threads, ("auto",))
     args.http_threads = _list(args.http_threads, ("default",))
-    args.workloads = _list(args.workloads, tuple(WORKLOADS))
+    args.workloads = _names(args.workloads)
+    args.sweep_workloads = list(args.workloads) if args.sweep_workloads is None else _names(args.sweep_workloads)
+    args.baseline_workloads = _names(args.baseline_workloads)
     args.backends = list(dict.fromkeys(b.strip() for b in args.backends.split(",") if b.strip()))
     for name in args.backends:
         if name not in BACKENDS:
             parser.error(f"unknown backend {name!r}; expected some of {', '.join(BACKENDS)}")
     if not args.backends:
         parser.error(f"--backends needs at least one of {', '.join(BACKENDS)}")
-    for name in args.workloads:
+    for name in args.workloads + args.sweep_workloads + args.baseline_workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; expected some of {', '.join(WORKLOADS)}")
+    if not args.workloads or not set(args.sweep_workloads) <= set(args.workloads):
+        parser.error("--workloads needs at least one workload; --sweep-workloads must be among them")
+    if args.limit_processes < 0 or args.limit_batch_size < 1:
+        parser.error("--limit-processes must be >= 0 (0 = default layout), --limit-batch-size >= 1")
     if any(t != "auto" and t < 1 for t in args.threads):
         parser.error("--threads takes 'auto' or counts >= 1")
     if not args.workers or any(w < 1 for w in args.workers) or args.repeat < 1 or args.duration <= 0:
@@ -223,6 +258,7 @@ def measure(server, workload, bodies, args, wrk_options,
             cpu1, host1 = procstats.cpu_ticks(pids), procstats.host_cpu()
             busy, total = host1[0] - host0[0], host1[1] - host0[1]
             memory = procstats.memory(pids)
+            memory.root_pids = sorted(server.root_pids())
             runs.append(WrkRun(
                 **result,
                 server_cpu_cores=round(procstats.cpu_seconds_between(cpu0, cpu1) / wall, 2),
@@ -292,31 +328,60 @@ class Target:
 
 
 def plan(args, configs: list[Config]) -> list[Target]:
+    """Baselines on their workloads, the default configuration on every workload, the others on
+    --sweep-workloads (a configuration left with none is not run)."""
     targets = []
     if args.baselines:
-        if "root" in args.workloads:
-            targets += [Target("flask", None, ["root"]), Target("caddy", None, ["root"])]
+        baseline_workloads = [w for w in args.baseline_workloads if w in args.workloads]
+        if baseline_workloads:
+            targets += [Target("flask", None, baseline_workloads), Target("caddy", None, baseline_workloads)]
         else:
-            log("baselines skipped: they serve only GET / and the root workload is not selected")
-    return targets + [Target("embedder", config, args.workloads) for config in configs]
+            log("baselines skipped: none of --baseline-workloads is in --workloads")
+    for config in configs:
+        workloads = args.workloads if config.default else args.sweep_workloads
+        if workloads:
+            targets.append(Target("embedder", config, workloads))
+    return targets
 
 
-def run_ceiling(args, ceiling: Ceiling, repeat: int) -> None:
-    """One round of a backend's in-process ceiling, in a child process so that it has its own
-    threads and memory; its runs, or its error, are added to ``ceiling``."""
-    log(f"in-process ceiling, {ceiling.backend}: {ceiling.threads} threads, batches of {ceiling.batch_size}")
-    argv = [sys.executable, "-m", "bench.ceiling", "--backend", ceiling.backend,
-            "--threads", str(ceiling.threads), "--seconds", str(args.duration), "--repeat", str(repeat),
-            "--batch-size", str(ceiling.batch_size)]
+def limits_needed(targets: list[Target]) -> dict[str, list[str]]:
+    """backend -> the sentence sets of the POST workloads its configurations run."""
+    workloads: dict[str, set[str]] = {}
+    for target in targets:
+        if target.config is not None:
+            workloads.setdefault(target.config.backend, set()).update(target.rows)
+    needed = {backend: list(dict.fromkeys(w.sentence_set for name, w in WORKLOADS.items()
+                                          if name in names and w.sentence_set))
+              for backend, names in workloads.items()}
+    return {backend: sets for backend, sets in needed.items() if sets}
+
+
+def limit_layout(args, cores: int) -> tuple[int, int]:
+    """(processes, threads each) of the in-process limit: --limit-processes, or the server's default."""
+    processes = args.limit_processes or worker_layout(0, 0, cores).workers
+    return processes, max(1, cores // processes)
+
+
+def run_limit(args, limit: Limit, repeat: int) -> None:
+    """One round of a backend's in-process sorted limit on one sentence set, in a child process so
+    that it has its own threads and memory; its runs, or its error, are added to ``limit``."""
+    log(f"in-process limit, {limit.backend} on {limit.sentence_set}: {limit.processes} processes x "
+        f"{limit.threads} threads, sorted batches of {limit.batch_size}")
+    argv = [sys.executable, "-m", "bench.ceiling", "--backend", limit.backend,
+            "--sentence-set", limit.sentence_set, "--processes", str(limit.processes),
+            "--threads", str(limit.threads), "--seconds", str(args.duration), "--repeat", str(repeat),
+            "--batch-size", str(limit.batch_size)]
     budget = args.start_timeout + repeat * (args.duration * 3 + 60)
     try:
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=budget,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
         if done.returncode != 0:
             raise RuntimeError(f"exit {done.returncode}: {done.stderr[-3000:]}")
-        ceiling.add(Ceiling.from_dict(json.loads(done.stdout.strip().splitlines()[-1])).runs)
+        measured = Limit.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        limit.sentences, limit.tokens = measured.sentences, measured.tokens
+        limit.add(measured.runs)
     except Exception as exc:  # noqa: BLE001 - recorded; the other rounds and backends go on
-        ceiling.add(error=_error(exc))
+        limit.add(error=_error(exc))
 
 
 def _brief(runs: list[WrkRun], errors: list[str]) -> str:
@@ -356,9 +421,11 @@ def main(argv=None) -> int:
     status = 0
     try:
         with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
-            sentences = stsb.sentences()
-            bodies = {n: write_bodies(WORKLOADS[n], sentences, Path(tmp)) for n in args.workloads}
+            bodies = {n: write_bodies(WORKLOADS[n], workload_sentences(WORKLOADS[n]), Path(tmp))
+                      for n in args.workloads}
             targets = plan(args, configs)
+            needed = limits_needed(targets) if args.limit else {}
+            processes, threads = limit_layout(args, cores)
             rounds, runs_per_start = (args.repeat, 1) if args.interleave else (1, args.repeat)
 
             def save() -> None:
@@ -374,15 +441,16 @@ def main(argv=None) -> int:
                 # Alternate the order, so that a drift in the machine's load spreads over all rows.
                 for target in (targets if round_ % 2 == 0 else targets[::-1]):
                     target.run(args, bodies, wrk_options, runs_per_start, save)
-                if args.ceiling and any(n != "root" for n in args.workloads):
-                    for backend in (args.backends if round_ % 2 == 0 else args.backends[::-1]):
-                        ceiling = results.ceiling.setdefault(
-                            backend, Ceiling(backend, cores, args.ceiling_batch_size, len(sentences)))
-                        run_ceiling(args, ceiling, runs_per_start)
-                        log(f"in-process ceiling, {backend}: {ceiling.sentences_per_s} sentences/s"
-                            + (f" ({len(ceiling.errors)} failed: {ceiling.errors[-1][:300]})"
-                               if ceiling.errors else ""))
-                        results.save(paths["json"])
+                pairs = [(b, s) for b, sets in needed.items() for s in sets]
+                for backend, set_name in (pairs if round_ % 2 == 0 else pairs[::-1]):
+                    limit = results.limits.setdefault(backend, {}).setdefault(set_name, Limit(
+                        backend=backend, sentence_set=set_name, processes=processes, threads=threads,
+                        batch_size=args.limit_batch_size,
+                        sentences=len(SENTENCE_SETS[set_name]())))
+                    run_limit(args, limit, runs_per_start)
+                    log(f"in-process limit, {backend} on {set_name}: {limit.sentences_per_s} sentences/s"
+                        + (f" ({len(limit.errors)} failed: {limit.errors[-1][:300]})" if limit.errors else ""))
+                    results.save(paths["json"])
         results.complete = True
     except (KeyboardInterrupt, SystemExit) as exc:
         log(f"interrupted ({type(exc).__name__}); writing what was measured")
@@ -405,9 +473,9 @@ def main(argv=None) -> int:
     rows = results.baselines + results.rows
     failed_rows = sum(r.median is None for r in rows)
     failed_runs = sum(len(r.errors) for r in rows)
-    ceiling_errors = sum(len(c.errors) for c in results.ceiling.values())
-    if failed_rows or failed_runs or ceiling_errors:
-        log(f"{failed_rows} row(s) failed, {failed_runs} run(s) failed, {ceiling_errors} ceiling "
+    limit_errors = sum(len(limit.errors) for sets in results.limits.values() for limit in sets.values())
+    if failed_rows or failed_runs or limit_errors:
+        log(f"{failed_rows} row(s) failed, {failed_runs} run(s) failed, {limit_errors} in-process limit "
             f"run(s) failed; see 'errors' in {paths['json']}")
         status = status or 1
     log("wrote " + ", ".join(str(p) for p in paths.values()))

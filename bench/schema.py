@@ -14,7 +14,9 @@ turning into a silently missing number.
         errors: [str]                  one per run that did not
         median: Median | None          over runs; None when no run completed
         memory_last_run: Memory | None
-      ceiling: {backend: Ceiling}      in-process sentences/s of each backend
+      limits: {backend: {sentence set: Limit}}
+                                       in-process sorted limit: sentences/s of each backend on
+                                       each POST workload's own sentences (bench.ceiling)
       summary: {...}                   derived by bench.report.summarize: ratios, best, memory
 """
 
@@ -28,9 +30,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-#: Bumped when the layout changes. Version 1 (no ``schema_version`` field) came before this file:
-#: failed runs inside ``runs``, ``torch_threads`` in configs; this code does not read it.
-SCHEMA_VERSION = 2
+#: Bumped when the layout changes; this code reads only its own version. Version 1 (no
+#: ``schema_version`` field) came before this file: failed runs inside ``runs``, ``torch_threads`` in
+#: configs. Version 2: one ``ceiling`` per backend (all cores, one process, batches of 128, over the
+#: STS-B sentences). Version 3: ``limits`` per backend and sentence set (Limit), ``sentence_set`` in
+#: workloads, ``root_pids`` in memory, ratios ``vs_limit`` instead of ``vs_ceiling``.
+SCHEMA_VERSION = 3
 
 
 class Record:
@@ -53,6 +58,9 @@ class Workload(Record):
     method: str
     path: str
     sentences_per_request: int
+    #: POST workloads: the name of the inputs their bodies are made of (bench.workloads.SENTENCE_SETS);
+    #: workloads with the same set share one in-process limit. "" for GET.
+    sentence_set: str = ""
 
 
 @dataclass
@@ -156,6 +164,9 @@ class Memory(Record):
     processes: int
     pss_mib_by_pid: dict[str, float]
     rss_mib_by_pid: dict[str, float]
+    #: The server's own processes (Gunicorn's master; Caddy and its Flask servers); the others in
+    #: pss_mib_by_pid are their children (Gunicorn's workers).
+    root_pids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -172,7 +183,7 @@ class Row(Record):
     server_pids: list[int] = field(default_factory=list)
     served_backend: str | None = None  # the backend the server's /info reported
     server_log: str = ""  # the end of the server's log, kept when a run failed
-    ratios: dict[str, float] = field(default_factory=dict)  # vs_flask, vs_caddy, vs_ceiling (report)
+    ratios: dict[str, float] = field(default_factory=dict)  # vs_flask, vs_caddy, vs_limit (report)
 
     def add(self, runs: list[WrkRun], errors: list[str]) -> None:
         self.runs += runs
@@ -188,14 +199,22 @@ class Row(Record):
 
 
 @dataclass
-class Ceiling(Record):
-    """One backend encoding the STS-B sentences in batches in one process, no HTTP (bench.ceiling)."""
+class Limit(Record):
+    """The in-process sorted limit (bench.ceiling): one backend encoding one sentence set with no
+    HTTP, sorted by length into batches of similar length, in ``processes`` processes side by side
+    with ``threads`` threads each (by default the server's default layout: one per core, 1 thread).
+    What a server on that backend and those cores could at best approach on that workload."""
 
     backend: str
-    threads: int
+    sentence_set: str  # bench.workloads.SENTENCE_SETS
+    processes: int
+    threads: int  # per process
     batch_size: int
-    sentences: int  # per pass over the data
-    runs: list[float] = field(default_factory=list)  # sentences/s of each run
+    sentences: int  # in the set (each process cycles over all of its batches)
+    # Token counts of the set's inputs, special tokens included, truncated as the server does:
+    # min, median, p90, p99, max, mean.
+    tokens: dict[str, float] = field(default_factory=dict)
+    runs: list[float] = field(default_factory=list)  # sentences/s of each run, all processes together
     errors: list[str] = field(default_factory=list)  # one per round that failed
     sentences_per_s: float | None = None  # median of runs; None if none succeeded
 
@@ -216,7 +235,7 @@ class Results(Record):
     workloads: dict[str, Workload]
     baselines: list[Row] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
-    ceiling: dict[str, Ceiling] = field(default_factory=dict)
+    limits: dict[str, dict[str, Limit]] = field(default_factory=dict)  # backend -> sentence set -> Limit
     complete: bool = False
     interrupted: bool = False
     finished: str = ""

@@ -1,10 +1,14 @@
-"""STS-B accuracy of a running server: Spearman x100 of cosine similarities against the gold scores.
+"""STS-B accuracy of a running server: Spearman x100 of cosine similarities against the gold scores,
+and, against a reference server, how far each sentence's vector moved.
 
 Sends the test split's unique sentences to ``POST /embed`` in requests of ``--batch`` and scores
 all 1,379 pairs, so any backend or setting can be checked end to end (all-MiniLM-L6-v2 in torch
-scores 82.03, the published MTEB figure). Usage::
+scores 82.03, the published MTEB figure). A corpus-level score can hide a few broken vectors, so
+with ``--reference`` (e.g. a float32 server) it also compares every sentence's vector with the
+reference's: the fidelity gate asks for Spearman within 0.5 points of the reference's and every
+sentence at cosine >= 0.95 to its reference vector. Usage::
 
-    python -m bench.stsb_eval --url http://127.0.0.1:8000 [--json]
+    python -m bench.stsb_eval --url http://127.0.0.1:8000 [--reference http://127.0.0.1:8001] [--json]
 """
 
 from __future__ import annotations
@@ -49,13 +53,34 @@ def spearman_x100(pairs: list[tuple[float, str, str]], vectors: dict[str, np.nda
     return float(spearmanr(cosines, [gold for gold, _, _ in pairs]).statistic) * 100
 
 
-def evaluate(url: str, data: str | Path = DATA, batch: int = 64, concurrency: int = 2) -> dict:
+#: The fidelity gate for any precision other than the default float32 (README, tests/test_accuracy.py).
+MAX_SPEARMAN_DROP = 0.5
+MIN_SENTENCE_COSINE = 0.95
+
+
+def fidelity(vectors: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
+    """Cosine of each sentence's vector to its reference vector: the worst, its sentence, and how
+    many fall below MIN_SENTENCE_COSINE."""
+    names = sorted(reference)
+    a = np.stack([vectors[name] for name in names])
+    b = np.stack([reference[name] for name in names])
+    cosines = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    worst = int(np.argmin(cosines))
+    return {"worst_cosine": round(float(cosines[worst]), 4), "worst_sentence": names[worst],
+            "below_min_cosine": int((cosines < MIN_SENTENCE_COSINE).sum()),
+            "mean_cosine": round(float(cosines.mean()), 5)}
+
+
+def evaluate(url: str, data: str | Path = DATA, batch: int = 64, concurrency: int = 2,
+             reference: str | None = None, keep_vectors: bool = False) -> dict:
+    """The server's STS-B score; with ``reference`` (another server's URL) also the reference's
+    score and :func:`fidelity` against it, and whether the gate passes."""
     pairs = read_pairs(data)
     sentences = unique_sentences(data)
     info = requests.get(url.rstrip("/") + "/info", timeout=30).json()
     began = time.perf_counter()
     vectors = embed(url, sentences, batch, concurrency)
-    return {
+    result = {
         "spearman_x100": round(spearman_x100(pairs, vectors), 4),
         "pairs": len(pairs),
         "sentences": len(sentences),
@@ -63,6 +88,18 @@ def evaluate(url: str, data: str | Path = DATA, batch: int = 64, concurrency: in
         "backend": info.get("backend"),
         "seconds": round(time.perf_counter() - began, 2),
     }
+    if reference:
+        ref_vectors = embed(reference, sentences, batch, concurrency)
+        ref_info = requests.get(reference.rstrip("/") + "/info", timeout=30).json()
+        result["reference"] = {"backend": ref_info.get("backend"),
+                               "spearman_x100": round(spearman_x100(pairs, ref_vectors), 4)}
+        result["fidelity"] = fidelity(vectors, ref_vectors)
+        result["gate_passed"] = bool(
+            result["reference"]["spearman_x100"] - result["spearman_x100"] <= MAX_SPEARMAN_DROP
+            and result["fidelity"]["below_min_cosine"] == 0)
+    if keep_vectors:
+        result["vectors"] = vectors
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,16 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(DATA), help="STS-B test TSV (default %(default)s)")
     parser.add_argument("--batch", type=int, default=64, help="sentences per request (default 64)")
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2)")
+    parser.add_argument("--reference", help="a reference server (e.g. float32) to compare every "
+                                                "sentence's vector with: the fidelity gate")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    result = evaluate(args.url, args.data, args.batch, args.concurrency)
+    result = evaluate(args.url, args.data, args.batch, args.concurrency, args.reference)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"STS-B test: Spearman x100 {result['spearman_x100']:.2f} ({result['pairs']} pairs, "
               f"{result['sentences']} sentences, {result['model_id']} on backend {result['backend']}, "
               f"{result['seconds']:.1f} s)")
-    return 0
+        if args.reference:
+            ref, fid = result["reference"], result["fidelity"]
+            print(f"reference ({ref['backend']}): Spearman x100 {ref['spearman_x100']:.2f}; cosine to the "
+                  f"reference: worst {fid['worst_cosine']:.4f} ({fid['worst_sentence']!r}), mean "
+                  f"{fid['mean_cosine']:.5f}, {fid['below_min_cosine']} below {MIN_SENTENCE_COSINE}; gate "
+                  f"{'passed' if result['gate_passed'] else 'FAILED'}")
+    return 0 if result.get("gate_passed", True) else 1
 
 
 if __name__ == "__main__":

@@ -1,23 +1,71 @@
-"""The three wrk workloads, their request bodies from STS-B (bench.stsb), and one wrk run parsed
-into numbers."""
+"""The wrk workloads, the sentence sets their request bodies are made of (from STS-B, bench.stsb),
+and one wrk run parsed into numbers."""
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stsb
 from .schema import Workload
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 
-WORKLOADS = {
-    "root": Workload("root", 'GET / (encodes "this is a test"; the original benchmark)', "GET", "/", 1),
-    "embed1": Workload("embed1", "POST /embed, 1 STS-B sentence per request", "POST", "/embed", 1),
-    "embed32": Workload("embed32", "POST /embed, 32 STS-B sentences per request", "POST", "/embed", 32),
+#: How many consecutive STS-B sentences each input of the "stsb-joined" set joins, cycled: half the
+#: inputs are one sentence, the rest two or three, so lengths have a long tail.
+GROUP_SIZES = (1, 2, 1, 3, 1, 2, 1, 1, 3, 2)
+#: The fixed seed that orders the "stsb-joined" inputs (the file groups sentences by genre, and so
+#: by length; shuffled, any stretch of a wrk run sees the whole mix).
+SHUFFLE_SEED = 13
+
+
+def joined_sentences(sentences: list[str] | None = None) -> list[str]:
+    """STS-B's sentences in file order (bench.stsb.sentences), joined by a space in groups of
+    GROUP_SIZES (consecutive sentences, so a pair's two sentences and a genre's long news sentences
+    often go together: lengths from a few tokens to over 100), then shuffled with SHUFFLE_SEED.
+    Every sentence is used exactly once; the same list on every call and machine."""
+    sentences = stsb.sentences() if sentences is None else sentences
+    out, start, index = [], 0, 0
+    while start < len(sentences):
+        size = GROUP_SIZES[index % len(GROUP_SIZES)]
+        out.append(" ".join(sentences[start:start + size]))
+        start, index = start + size, index + 1
+    random.Random(SHUFFLE_SEED).shuffle(out)
+    return out
+
+
+#: The inputs a POST workload's bodies are made of, by the name its Workload.sentence_set gives.
+SENTENCE_SETS = {
+    "stsb": stsb.sentences,
+    "stsb-joined": joined_sentences,
 }
+
+WORKLOADS = {
+    "health": Workload("health", "GET /health (no model: what the HTTP stack alone costs a request)",
+                       "GET", "/health", 0),
+    "root": Workload("root", 'GET / (encodes "this is a test"; the original benchmark)', "GET", "/", 1),
+    "embed1": Workload("embed1", "POST /embed, 1 STS-B sentence per request", "POST", "/embed", 1,
+                       "stsb"),
+    "embed32": Workload("embed32", "POST /embed, 32 STS-B sentences per request", "POST", "/embed", 32,
+                        "stsb"),
+    "embed1long": Workload("embed1long", "POST /embed, 1 input per request: 1, 2 or 3 consecutive STS-B "
+                           "sentences joined (mixed lengths, a long tail)", "POST", "/embed", 1,
+                           "stsb-joined"),
+}
+
+
+def sentence_set(name: str) -> list[str]:
+    """The named sentence set (SENTENCE_SETS)."""
+    return SENTENCE_SETS[name]()
+
+
+def workload_sentences(workload: Workload) -> list[str]:
+    """What a POST workload's bodies hold, each input once ([] for GET)."""
+    return sentence_set(workload.sentence_set) if workload.sentence_set else []
 
 
 def write_bodies(workload: Workload, sentences: list[str], directory: Path) -> Path | None:

@@ -1,7 +1,8 @@
 """The benchmark: its sweep, summary and results schema (bench/schema.py) on made-up numbers; that
 no results file or machine record holds a secret; and the command end to end on a tiny scale:
 baselines, one row per backend (torch and onnx-int8) plus a row per backend that fails on purpose,
-every workload, each backend's in-process ceiling; its JSON (read back through the schema),
+every workload, each backend's in-process sorted limit on each sentence set; its JSON (read back
+through the schema),
 Markdown and PNG outputs exist and parse, each server ran the backend asked for, the failed rows
 are recorded without losing the rest, and no server is left running. Nothing here asserts a speed."""
 
@@ -12,16 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedder.config import BACKEND_LABELS, Settings
 
 from bench import stsb
+from bench.ceiling import sorted_batches, token_stats
 from bench.report import markdown, summarize
-from bench.run import BACKENDS, machine_info, parse_args, sweep
-from bench.schema import Ceiling, Config, Machine, Results, Row, WrkRun
+from bench.run import BACKENDS, default_workers_list, limits_needed, machine_info, parse_args, plan, sweep
+from bench.schema import SCHEMA_VERSION, Config, Limit, Machine, Memory, Results, Row, WrkRun
 from bench.servers import ROOT
-from bench.workloads import WORKLOADS, write_bodies
+from bench.workloads import GROUP_SIZES, WORKLOADS, joined_sentences, workload_sentences, write_bodies
 
 
 def test_post_bodies_cover_stsb(tmp_path):
@@ -33,6 +36,65 @@ def test_post_bodies_cover_stsb(tmp_path):
     assert all(len(inputs) == 32 for inputs in many)
     assert set(s for inputs in many for s in inputs) == set(sentences)
     assert write_bodies(WORKLOADS["root"], sentences, tmp_path) is None
+    assert workload_sentences(WORKLOADS["embed1"]) == workload_sentences(WORKLOADS["embed32"]) == sentences
+
+
+def test_long_tail_bodies_are_single_joined_sentences(tmp_path):
+    sentences = stsb.sentences()
+    joined = joined_sentences()
+    assert joined == joined_sentences() == workload_sentences(WORKLOADS["embed1long"])  # deterministic
+    assert "embed1long" in parse_args([]).workloads  # a default workload
+    # Every STS-B sentence once, in groups of 1, 2 and 3 consecutive sentences.
+    assert len(joined) == len(sentences) * len(GROUP_SIZES) // sum(GROUP_SIZES) + 1
+    assert sorted(" ".join(joined).split()) == sorted(" ".join(sentences).split())
+    assert {1, 2, 3} <= set(GROUP_SIZES) <= {1, 2, 3}
+    # Shuffled (the file groups sentences by genre), but not in file order.
+    assert joined[:3] != [sentences[0], " ".join(sentences[1:3]), sentences[3]]
+    bodies = [json.loads(line) for line in
+              write_bodies(WORKLOADS["embed1long"], joined, tmp_path).read_text().splitlines()]
+    assert [b["inputs"] for b in bodies] == joined
+    assert all(isinstance(b["inputs"], str) for b in bodies)  # one input per request
+    # A long tail: words per input (tokens need the model; the limit records those).
+    words = sorted(len(text.split()) for text in joined)
+    median, longest = words[len(words) // 2], words[-1]
+    assert longest >= 4 * median and longest >= 60
+    assert sum(w >= 3 * median for w in words) >= len(words) // 100
+
+
+def test_limit_batches_hold_similar_lengths():
+    texts = [f"t{i}" for i in range(100)]
+    lengths = [(i * 37) % 100 for i in range(100)]
+    batches = sorted_batches(texts, lengths, 16)
+    assert batches == sorted_batches(texts, lengths, 16)  # a fixed order
+    assert sorted(t for b in batches for t in b) == sorted(texts) and len(batches) == 7
+    length = dict(zip(texts, lengths))
+    assert all(max(length[t] for t in b) - min(length[t] for t in b) < 16 for b in batches)
+    assert [min(length[t] for t in b) for b in batches] != sorted(min(length[t] for t in b) for b in batches)
+    assert token_stats([5, 1, 3, 2, 4]) == {"min": 1, "median": 3, "p90": 5, "p99": 5, "max": 5, "mean": 3.0}
+
+
+def test_default_workers_include_1_2_and_4():
+    for cores in (1, 2, 3, 8, 32):
+        assert {1, 2, 4} <= {int(w) for w in default_workers_list(cores).split(",")}
+
+
+def test_plan_runs_the_default_on_every_workload_and_the_rest_on_the_sweep_workloads():
+    args = parse_args(["--workers", "1,2,4", "--threads", "auto", "--sweep-workloads", "embed1long"])
+    targets = plan(args, sweep(args, cores=2))
+    baselines = [t for t in targets if t.config is None]
+    assert [(t.server, list(t.rows)) for t in baselines] == [("flask", ["root", "embed1", "embed1long"]),
+                                                             ("caddy", ["root", "embed1", "embed1long"])]
+    embedder = [t for t in targets if t.config is not None]
+    assert len(embedder) == 9
+    for target in embedder:
+        assert list(target.rows) == (list(WORKLOADS) if target.config.default else ["embed1long"])
+    assert limits_needed(targets) == {"onnx": ["stsb", "stsb-joined"], "onnx-int8": ["stsb-joined"],
+                                      "torch": ["stsb-joined"]}
+    only_root = parse_args(["--workloads", "root", "--backends", "torch", "--no-baselines"])
+    assert limits_needed(plan(only_root, sweep(only_root, cores=2))) == {}
+    for bad in (["--workloads", "root", "--sweep-workloads", "embed1"], ["--sweep-workloads", "embed2"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
 
 
 def test_sweep_resolves_auto_and_drops_duplicates():
@@ -63,55 +125,157 @@ def test_sweep_backends_flag():
             parse_args(["--backends", bad])
 
 
-def _run(rate: float, errors: int = 0) -> WrkRun:
+def _run(rate: float, errors: int = 0, pss: float = 500.0, p99: float = 20.0, cpu: float = 1.0) -> WrkRun:
     return WrkRun(requests=int(rate * 10), duration_s=10.0, requests_per_s=rate, sentences_per_s=rate,
-                  latency_mean_ms=12.0, latency_p50_ms=10.0, latency_p90_ms=15.0, latency_p99_ms=20.0,
+                  latency_mean_ms=12.0, latency_p50_ms=10.0, latency_p90_ms=15.0, latency_p99_ms=p99,
                   latency_max_ms=30.0, non_2xx=errors, socket_errors=0,
                   socket_errors_detail={"connect_errors": 0, "read_errors": 0, "write_errors": 0, "timeouts": 0},
-                  server_cpu_cores=1.0, host_cpu_busy_cores=1.5, pss_mib=500.0, private_mib=100.0, processes=2)
+                  server_cpu_cores=cpu, host_cpu_busy_cores=1.5, pss_mib=pss, private_mib=100.0, processes=2)
 
 
-def _config(backend: str, workers: int = 1) -> Config:
-    return Config(backend=backend, workers=workers, threads_setting="auto", threads=2,
-                  http_threads_setting="default", http_threads=32, default=False)
+def _config(backend: str, workers: int = 1, default: bool = False, threads: int = 2) -> Config:
+    return Config(backend=backend, workers=workers, threads_setting="auto", threads=threads,
+                  http_threads_setting="default", http_threads=32, default=default)
 
 
-def _row(backend: str, workload: str, rate: float, errors: int = 0, workers: int = 1) -> Row:
-    row = Row("embedder", workload, _config(backend, workers))
-    row.add([_run(rate, errors)], [])
+def _row(backend: str, workload: str, rate: float, errors: int = 0, workers: int = 1, pss: float = 500.0,
+         default: bool = False, p99: float = 20.0) -> Row:
+    row = Row("embedder", workload, _config(backend, workers, default))
+    row.add([_run(rate, errors, pss, p99)], [])
     return row
 
 
-def _ceiling(backend: str, *rates: float, error: str = "") -> Ceiling:
-    ceiling = Ceiling(backend, threads=2, batch_size=128, sentences=2758)
-    ceiling.add(rates, error)
-    return ceiling
+def _baseline(server: str, workload: str, rate: float, pss: float = 600.0) -> Row:
+    row = Row(server, workload, None)
+    row.add([_run(rate, pss=pss)], [])
+    return row
 
 
-def _results(rows: list[Row], ceiling: dict[str, Ceiling], baselines: list[Row] = ()) -> Results:
+def _limit(backend: str, *rates: float, sentence_set: str = "stsb", error: str = "") -> Limit:
+    limit = Limit(backend, sentence_set, processes=2, threads=1, batch_size=32, sentences=2758,
+                  tokens={"min": 5, "median": 12, "p90": 24, "p99": 38, "max": 46, "mean": 14.2})
+    limit.add(rates, error)
+    return limit
+
+
+def _results(rows: list[Row], limits: dict[str, dict[str, Limit]], baselines: list[Row] = ()) -> Results:
     machine = Machine(host="test", cpu_model="", nproc=2, available_cpus=2, kernel="", memory_gib=1.0,
                       versions={"python": "3"}, git="", embedder_env={}, loadavg_start=[0.0, 0.0, 0.0])
     return Results(machine=machine, options={"warmup": 0, "repeat": 1, "interleave": True},
                    command="python -m bench.run", started="2026-01-01T00:00:00+0000", wrk="wrk",
-                   workloads=dict(WORKLOADS), baselines=list(baselines), rows=rows, ceiling=ceiling)
+                   workloads=dict(WORKLOADS), baselines=list(baselines), rows=rows, limits=limits)
 
 
-def test_summary_compares_backends_and_their_own_ceilings():
+def test_summary_compares_backends_and_their_own_limits():
     rows = [_row("torch", "embed1", 100.0), _row("onnx", "embed1", 150.0),
             _row("onnx", "embed1", 180.0, errors=1, workers=2),
-            _row("onnx-int8", "embed1", 250.0), _row("onnx-int8", "embed32", 300.0)]
-    results = _results(rows, {"torch": _ceiling("torch", 200.0), "onnx": _ceiling("onnx", error="exit 1"),
-                              "onnx-int8": _ceiling("onnx-int8", 400.0)})
+            _row("onnx-int8", "embed1", 250.0), _row("onnx-int8", "embed32", 300.0),
+            _row("onnx-int8", "embed1long", 100.0)]
+    results = _results(rows, {"torch": {"stsb": _limit("torch", 200.0)},
+                              "onnx": {"stsb": _limit("onnx", error="exit 1")},
+                              "onnx-int8": {"stsb": _limit("onnx-int8", 400.0),
+                                            "stsb-joined": _limit("onnx-int8", 160.0, sentence_set="stsb-joined")}})
     summary = summarize(results)
-    assert [r.ratios.get("vs_ceiling") for r in rows] == [0.5, None, None, 0.625, 0.75]
-    assert summary["ceiling_sentences_per_s"] == {"torch": 200.0, "onnx-int8": 400.0}
+    # Each row against its own backend's limit on its own workload's sentence set.
+    assert [r.ratios.get("vs_limit") for r in rows] == [0.5, None, None, 0.625, 0.75, 0.625]
+    assert summary["limits"] == {"torch": {"embed1": 200.0, "embed32": 200.0},
+                                 "onnx-int8": {"embed1": 400.0, "embed32": 400.0, "embed1long": 160.0}}
     embed1 = {e["backend"]: e for e in summary["backends"]["embed1"]}
     assert list(embed1) == ["torch", "onnx", "onnx-int8"]
     assert embed1["onnx"]["sentences_per_s"] == 150.0  # the row with an error is not the best
     assert [embed1[b]["vs_torch"] for b in embed1] == [1.0, 1.5, 2.5]
+    assert [embed1[b]["vs_limit"] for b in embed1] == [0.5, None, 0.625]
+    assert embed1["torch"]["cpu_ms_per_request"] == 10.0  # 1 core / 100 req/s
     assert [(e["backend"], e["vs_torch"]) for e in summary["backends"]["embed32"]] == [("onnx-int8", None)]
     assert summary["best_by_workload"]["embed1"]["label"].startswith("onnx-int8, ")
     assert len({m["label"] for m in summary["memory"]}) == len(summary["memory"]) == 4
+
+
+def _target_results(onnx4_pss: float = 650.0) -> Results:
+    """A run with everything issue 13's targets need: baselines and the default on root and
+    embed1long, onnx and torch at 1, 2 and 4 workers, the onnx limit on the joined sentences."""
+    baselines = [_baseline("flask", "root", 30.0, pss=600.0), _baseline("caddy", "root", 45.0, pss=1000.0),
+                 _baseline("flask", "embed1long", 20.0, pss=620.0), _baseline("flask", "embed1", 25.0)]
+    rows = [_row("onnx", "root", 510.0, workers=2, default=True, p99=90.0, pss=900.0),
+            _row("onnx", "embed1long", 150.0, workers=2, default=True, p99=300.0, pss=950.0),
+            _row("onnx", "embed1", 200.0, workers=2, default=True)]
+    for backend, pss in (("onnx", {1: 600.0, 4: onnx4_pss}), ("torch", {1: 700.0, 2: 720.0, 4: 800.0})):
+        for workers, value in pss.items():
+            rows.append(_row(backend, "embed1long", 100.0, workers=workers, pss=value))
+    # A second 1-worker onnx configuration (1 thread): the memory table keeps the 'auto' one.
+    extra = Row("embedder", "embed1long", Config("onnx", 1, 1, 1, "default", 32, False))
+    extra.add([_run(90.0, pss=9999.0)], [])
+    rows.append(extra)
+    memory = Memory(pss_mib=950.0, private_mib=300.0, processes=3,
+                    pss_mib_by_pid={"10": 350.0, "11": 300.0, "12": 300.0},
+                    rss_mib_by_pid={"10": 400.0, "11": 500.0, "12": 500.0}, root_pids=[10])
+    rows[1].memory_last_run = memory
+    return _results(rows, {"onnx": {"stsb-joined": _limit("onnx", 200.0, sentence_set="stsb-joined"),
+                                    "stsb": _limit("onnx", 250.0)}},
+                    baselines)
+
+
+def test_targets_are_computed_from_the_results():
+    results = _target_results()
+    summary = results.summary = summarize(results)
+    targets = {t["id"]: t for t in summary["targets"]}
+    assert list(targets) == ["root_vs_flask", "root_p99_ms", "root_errors", "embed1_vs_flask",
+                             "embed1_errors", "embed1_vs_limit", "embed1long_vs_flask",
+                             "embed1long_errors", "embed1long_vs_limit", "pss_many_over_one",
+                             "pss_one_vs_other"]
+    assert (targets["embed1_vs_flask"]["value"], targets["embed1_vs_limit"]["value"]) == (8.0, 0.8)
+    assert (targets["root_vs_flask"]["value"], targets["root_vs_flask"]["pass"]) == (17.0, True)
+    assert (targets["root_p99_ms"]["value"], targets["root_p99_ms"]["pass"]) == (90.0, True)
+    assert (targets["root_errors"]["value"], targets["root_errors"]["pass"]) == (0, True)
+    assert (targets["embed1long_vs_flask"]["value"], targets["embed1long_vs_flask"]["pass"]) == (7.5, True)
+    assert (targets["embed1long_vs_limit"]["value"], targets["embed1long_vs_limit"]["pass"]) == (0.75, True)
+    assert (targets["pss_many_over_one"]["value"], targets["pss_many_over_one"]["pass"]) == (1.08, True)
+    assert (targets["pss_one_vs_other"]["value"], targets["pss_one_vs_other"]["pass"]) == (0.86, True)
+    assert "17.00x (510.0 vs 30.0 sentences/s)" == targets["root_vs_flask"]["measured"]
+
+    matrix = summary["memory_by_workers"]
+    assert {b: sorted(cells) for b, cells in matrix.items()} == {"onnx": ["1", "2", "4"],
+                                                                 "torch": ["1", "2", "4"]}
+    assert matrix["onnx"]["1"]["pss_mib"] == 600.0  # threads 'auto', not the 1-thread configuration
+    assert matrix["onnx"]["2"]["label"].endswith("(default)")
+    assert (matrix["onnx"]["2"]["workload"], matrix["onnx"]["2"]["pss_mib"]) == ("embed1long", 950.0)
+    assert (matrix["onnx"]["2"]["master_pss_mib"], matrix["onnx"]["2"]["worker_pss_mib_mean"]) == (350.0, 300.0)
+    default_memory = next(m for m in summary["memory"] if m["config"]["default"])
+    assert default_memory["separate_processes_mib"] == 1240.0  # 2 x Flask's under embed1long
+    assert default_memory["pss_mib_peak"] == 950.0
+
+    text = markdown(results)
+    section = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    assert section.count("**pass**") == 11 and "FAIL" not in section
+    assert "| GET /: default ≥ 16x the single Flask server | 17.00x (510.0 vs 30.0 sentences/s) | **pass** |" \
+        in section
+    assert text.index("## Targets") < text.index("## GET / against the original setups") \
+        < text.index("## `embed1long` against the original setups") < text.index("## Sweep")
+    assert "| in-process sorted limit" not in text and "## In-process sorted limit" in text
+    assert "| onnx | stsb-joined (`embed1long`) | 2,758 | 5 / 12 / 24 / 38 / 46 | 2 x 1 | 32 | **200.0** |" in text
+    memory = text.split("## Memory", 1)[1]
+    assert "| backend | 1 worker | 2 workers | 4 workers |" in memory
+    assert "| onnx | **600** (`embed1long`) | **950** (master 350, worker 300, `embed1long`) | **650** " in memory
+    assert "CPU ms/req" in text
+    sweep_table = text.split("## Sweep", 1)[1]
+    assert "| embed1long | onnx, 2 workers x 2 threads (default) | 150.0 | 150.0 |" in sweep_table
+    assert "| 1.00 | 6.7 | 1.50 | 950 |" in sweep_table  # server CPU, CPU ms/req, host CPU, PSS
+
+
+def test_targets_fail_and_go_unmeasured():
+    results = _target_results(onnx4_pss=900.0)
+    results.rows[0].median.latency_p99_ms = 150.0
+    results.baselines = [b for b in results.baselines if b.workload == "root"]  # no Flask on embed1long
+    results.limits = {}
+    results.summary = summarize(results)
+    targets = {t["id"]: t for t in results.summary["targets"]}
+    assert targets["root_p99_ms"]["pass"] is False
+    assert targets["pss_many_over_one"]["value"] == 1.5 and targets["pss_many_over_one"]["pass"] is False
+    for name in ("embed1_vs_flask", "embed1_vs_limit", "embed1long_vs_flask", "embed1long_vs_limit"):
+        assert targets[name]["pass"] is None and targets[name]["measured"].startswith("not measured")
+    text = markdown(results)
+    # In the targets table (p99, 4 workers' memory), and the memory section (4 workers' memory).
+    assert text.count("**FAIL**") == 2 + 1 and text.count("| not measured |") == 4
 
 
 def test_schema_round_trips_through_json(tmp_path):
@@ -120,24 +284,32 @@ def test_schema_round_trips_through_json(tmp_path):
     failed = Row("embedder", "root", _config("torch"))
     failed.add([], ["server did not start: x", "server did not start: x"])
     results = _results([_row("onnx", "root", 400.0), failed],
-                       {"onnx": _ceiling("onnx", 200.0, 210.0, 190.0, error="exit 1")}, [flask])
+                       {"onnx": {"stsb": _limit("onnx", 200.0, 210.0, 190.0, error="exit 1")}}, [flask])
     results.summary = summarize(results)
     assert flask.median.requests_per_s == 35.0 and flask.median.non_2xx_total == 0
     assert (failed.median, failed.error) == (None, "server did not start: x")
-    assert results.ceiling["onnx"].sentences_per_s == 200.0
+    assert results.limits["onnx"]["stsb"].sentences_per_s == 200.0
 
     results.save(tmp_path / "r.json")
     loaded = Results.load(tmp_path / "r.json")
     assert loaded == results
+    full = _target_results()
+    full.summary = summarize(full)
+    full.save(tmp_path / "full.json")
+    assert Results.load(tmp_path / "full.json") == full
     text = markdown(loaded)
     assert "| Flask (1 process) (1 of 4 runs failed) | 35.0 |" in text
     assert "| root | torch, 1 worker x 2 threads | failed: server did not start: x |" in text
     data = json.loads((tmp_path / "r.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     data["rows"][0]["surprise"] = 1
     with pytest.raises(ValueError, match="unknown field"):
         Results.from_dict(data)
     del data["schema_version"]  # a file from before the schema
     with pytest.raises(ValueError, match="version 1"):
+        Results.from_dict(data)
+    data["schema_version"] = 2  # one ceiling per backend: not read
+    with pytest.raises(ValueError, match="version 2"):
         Results.from_dict(data)
 
 
@@ -164,7 +336,7 @@ SMOKE_BACKENDS = ("torch", "onnx-int8")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     # --http-threads 0 is invalid, so those rows' servers cannot start: the run must go on.
-    argv = [sys.executable, "-m", "bench.run", "--duration", "3", "--repeat", "1", "--warmup", "0",
+    argv = [sys.executable, "-m", "bench.run", "--duration", "2", "--repeat", "1", "--warmup", "0",
             "--backends", ",".join(SMOKE_BACKENDS), "--workers", "1", "--threads", "auto",
             "--http-threads", "0,default", "--wrk-threads", "2", "--connections", "4",
             "--out-dir", str(out), "--name", "smoke"]
@@ -186,14 +358,15 @@ def test_json_has_every_measurement(run):
     assert results.complete is True
     assert results.machine.available_cpus >= 1
 
-    baselines = {b.server: b for b in results.baselines}
-    assert set(baselines) == {"flask", "caddy"}
+    baselines = {(b.server, b.workload): b for b in results.baselines}
+    assert set(baselines) == {(s, w) for s in ("flask", "caddy") for w in ("root", "embed1long")}
     for row in baselines.values():
         assert row.error is None, row.error
         assert row.median.requests > 0
-        assert row.median.non_2xx_total == 0
+        assert row.median.non_2xx_total == 0 and row.median.socket_errors_total == 0
         assert row.median.pss_mib > 0
-    assert baselines["caddy"].median.processes == 3  # caddy and two Flask servers
+    assert baselines["caddy", "root"].median.processes == 3  # caddy and two Flask servers
+    assert len(baselines["caddy", "root"].memory_last_run.root_pids) == 3
 
     good = [r for r in results.rows if r.config.http_threads_setting == "default"]
     failed = [r for r in results.rows if r.config.http_threads_setting == 0]
@@ -204,15 +377,23 @@ def test_json_has_every_measurement(run):
         assert row.median is None and not row.runs
         assert "HTTP_THREADS" in row.error
         assert row.served_backend is None
-    ceilings = {b: c.sentences_per_s for b, c in results.ceiling.items()}
-    assert set(ceilings) == set(SMOKE_BACKENDS) and all(rate > 0 for rate in ceilings.values())
-    assert all(c.backend == b and not c.errors for b, c in results.ceiling.items())
+    limits = {(b, name): limit for b, sets in results.limits.items() for name, limit in sets.items()}
+    assert set(limits) == {(b, name) for b in SMOKE_BACKENDS for name in ("stsb", "stsb-joined")}
+    for (backend, name), limit in limits.items():
+        assert (limit.backend, limit.sentence_set) == (backend, name) and not limit.errors
+        assert limit.sentences_per_s > 0 and (limit.processes, limit.threads) == (
+            results.machine.available_cpus, 1)  # the server's default layout
+        assert limit.sentences == len(workload_sentences(
+            next(w for w in WORKLOADS.values() if w.sentence_set == name)))
+    tokens = limits["torch", "stsb-joined"].tokens
+    assert tokens["min"] < tokens["median"] < tokens["p90"] < tokens["max"] and tokens["max"] >= 100
     for row in good:
         assert row.error is None and not row.errors, row.errors
         assert row.served_backend == row.config.backend  # what the server's /info said
-        if row.workload != "root":  # against the ceiling of the row's own backend
-            assert row.ratios["vs_ceiling"] == pytest.approx(
-                row.median.sentences_per_s / ceilings[row.config.backend], abs=0.001)
+        if row.workload != "root":  # against the limit of the row's own backend and workload
+            limit = limits[row.config.backend, WORKLOADS[row.workload].sentence_set]
+            assert row.ratios["vs_limit"] == pytest.approx(
+                row.median.sentences_per_s / limit.sentences_per_s, abs=0.001)
         m = row.median
         assert m.requests > 0 and m.non_2xx_total == 0
         assert m.sentences_per_s == pytest.approx(
@@ -220,6 +401,8 @@ def test_json_has_every_measurement(run):
         assert 0 < m.latency_p50_ms <= m.latency_p90_ms <= m.latency_p99_ms
         assert m.server_cpu_cores > 0
         assert m.processes == 2  # master and one worker
+        roots = row.memory_last_run.root_pids  # Gunicorn's master
+        assert len(roots) == 1 and str(roots[0]) in row.memory_last_run.pss_mib_by_pid
         assert m.pss_mib > 0
         assert row.config.threads == results.machine.available_cpus  # /info's threads_per_worker
 
@@ -227,6 +410,11 @@ def test_json_has_every_measurement(run):
     assert "error" not in summary
     assert summary["memory"][0]["separate_processes_mib"] > 0
     assert {m["config"]["backend"] for m in summary["memory"]} == set(SMOKE_BACKENDS)
+    assert {b: list(cells) for b, cells in summary["memory_by_workers"].items()} == {
+        b: ["1"] for b in SMOKE_BACKENDS}
+    assert summary["memory_by_workers"]["torch"]["1"]["workload"] == "embed1long"
+    # No default configuration (onnx) among these backends: the targets are not measured.
+    assert len(summary["targets"]) == 8 and all(t["pass"] is None for t in summary["targets"])
     assert set(summary["best_by_workload"]) == set(WORKLOADS)
     assert set(summary["backends"]) == set(WORKLOADS)
     for entries in summary["backends"].values():
@@ -252,12 +440,14 @@ def test_markdown_and_plot(run):
     for name in WORKLOADS:
         assert f"| {name} |" in text
     assert "failed:" in text
+    assert "## `embed1long` against the original setups" in text and "## Targets" in text
     for backend in SMOKE_BACKENDS:
-        assert f"In-process ceiling, {backend}: **" in text
+        assert f"| {backend} | stsb-joined (`embed1long`) | " in text
         assert f"| {backend}, 1 worker x " in text
-    assert "## Memory" in text
+    assert "## Memory" in text and "| backend | 1 worker |" in text
     backends = text.split("## Backends", 1)[1].split("\n## ", 1)[0]
-    assert "| workload | backend | best configuration | sentences/s | p99 ms | vs torch |" in backends
+    assert ("| workload | backend | best configuration | sentences/s | p99 ms | CPU ms/req | vs limit | "
+            "vs torch |") in backends
     assert sum(line.startswith("| embed1 | ") for line in backends.splitlines()) == len(SMOKE_BACKENDS)
 
     import matplotlib.image
@@ -266,3 +456,17 @@ def test_markdown_and_plot(run):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     height, width = matplotlib.image.imread(png).shape[:2]
     assert height > 200 and width > 200
+
+
+def test_the_fidelity_gate_sees_one_broken_vector():
+    """What a corpus score hides: one sentence's vector turned away fails the gate on its own."""
+    from bench.stsb_eval import MIN_SENTENCE_COSINE, fidelity
+
+    rng = np.random.default_rng(0)
+    reference = {f"s{i}": rng.normal(size=8) for i in range(100)}
+    vectors = {name: v + rng.normal(scale=0.01, size=8) for name, v in reference.items()}
+    assert fidelity(vectors, reference)["below_min_cosine"] == 0
+    vectors["s42"] = -reference["s42"] * 0.3 + rng.normal(size=8)
+    report = fidelity(vectors, reference)
+    assert report["below_min_cosine"] == 1 and report["worst_sentence"] == "s42"
+    assert report["worst_cosine"] < MIN_SENTENCE_COSINE
