@@ -530,8 +530,10 @@ def write_plot(results: Results, path: Path) -> None:
                 name += f", {c.http_threads} HTTP threads"
             series.setdefault(name, []).append(row)
         per_request = results.workloads[workload].sentences_per_request
-        for j, (metric, ylabel) in enumerate((("sentences_per_s", "sentences/s" if per_request > 1
-                                               else "requests/s (= sentences/s)"),
+        rate, rate_label = (("sentences_per_s", "sentences/s") if per_request > 1 else
+                            ("requests_per_s", "requests/s (= sentences/s)") if per_request == 1 else
+                            ("requests_per_s", "requests/s"))  # no model: e.g. GET /health
+        for j, (metric, ylabel) in enumerate(((rate, rate_label),
                                               ("latency_p99_ms", "p99 latency (ms)"))):
             ax = axes[i][j]
             for name, points in series.items():
@@ -554,7 +556,7 @@ def write_plot(results: Results, path: Path) -> None:
             for name, colour, style in (("flask", "tab:red", "--"), ("caddy", "tab:purple", ":")):
                 if (name, workload) in base:
                     median = base[(name, workload)]
-                    value = median.sentences_per_s if j == 0 else median.latency_p99_ms
+                    value = getattr(median, rate) if j == 0 else median.latency_p99_ms
                     ax.axhline(value, color=colour, linestyle=style, label=f"{label(None, name)}: {value:,.0f}")
             if j == 0:
                 for backend, rates in limits.items():

@@ -152,7 +152,8 @@ class Settings:
                            check=one_of(*BACKENDS))
     quantize: str = setting("", "`int8`: dynamic int8 weights, per channel (onnx only)",
                             check=one_of(*QUANTIZATIONS), shown="empty (float32)")
-    cache_dir: str = setting("", "where exported and quantized ONNX models are kept; must be writable",
+    cache_dir: str = setting("", "where exported, quantized and serving-form (shared-weights) ONNX "
+                                 "files are kept; must be writable",
                              shown="`~/.cache/embedder`")
     max_batch_size: int = setting(64, "most inputs in one forward pass", check=at_least(1))
     max_batch_tokens: int = setting(8192, "most padded tokens (inputs × longest) in one forward pass",

@@ -3,9 +3,11 @@
 Names use base units (``_seconds``, ``_total``). Latency buckets resolve milliseconds. In
 Gunicorn each worker writes its own samples (prometheus_client multiprocess mode) and
 ``/metrics`` adds them up; gauges say how: ``livesum`` counts only live workers.
+``python -m metrics.definitions`` prints the README's table of them (tests/test_readme.py).
 """
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1,
                    0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
@@ -47,3 +49,25 @@ MODEL_INFO = Gauge("embedder_model_info", "The served model; the value is always
                    ["model", "backend", "dimension"], multiprocess_mode="livemax")
 
 FAILURE_REASONS = ("validation", "auth", "overloaded", "timeout", "unavailable", "internal")
+
+
+_GAUGE_MODES = {"livesum": "gauge (live workers' sum)", "livemax": "gauge (live workers' max)",
+                "all": "gauge (per worker)", "sum": "gauge (sum)", "max": "gauge (max)", "min": "gauge (min)"}
+
+
+def markdown_table() -> str:
+    """The README's metrics table, from the definitions above."""
+    lines = ["| metric | type | meaning |", "| --- | --- | --- |"]
+    for metric in globals().values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        name = metric._name + ("_total" if metric._type == "counter" else "")
+        if metric._labelnames:
+            name += "{" + ",".join(metric._labelnames) + "}"
+        kind = _GAUGE_MODES.get(metric._multiprocess_mode, "gauge") if metric._type == "gauge" else metric._type
+        lines.append(f"| `{name}` | {kind} | {metric._documentation} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
