@@ -73,6 +73,11 @@ def limit_rates(results: Results) -> dict[str, dict[str, float]]:
     return out
 
 
+def throughput(median) -> float:
+    """Sentences/s, or requests/s for a workload that embeds nothing (GET /health)."""
+    return median.sentences_per_s or median.requests_per_s
+
+
 def backends_compared(rows: list[Row]) -> dict[str, list[dict]]:
     """Per workload, each backend's best clean row, its throughput as a ratio to the best torch row."""
     out: dict[str, list[dict]] = {}
@@ -81,15 +86,16 @@ def backends_compared(rows: list[Row]) -> dict[str, list[dict]]:
         for row in rows:
             b = row.config.backend
             if row.workload == workload and clean(row) and (
-                    b not in best or row.median.sentences_per_s > best[b].median.sentences_per_s):
+                    b not in best or throughput(row.median) > throughput(best[b].median)):
                 best[b] = row
-        torch = best["torch"].median.sentences_per_s if "torch" in best else None
+        torch = throughput(best["torch"].median) if "torch" in best else None
         out[workload] = [{"backend": b, "config": asdict(row.config), "label": label(row.config),
                           "sentences_per_s": row.median.sentences_per_s,
                           "latency_p99_ms": row.median.latency_p99_ms,
                           "cpu_ms_per_request": cpu_ms_per_request(row.median),
                           "vs_limit": row.ratios.get("vs_limit"),
-                          "vs_torch": round(row.median.sentences_per_s / torch, 2) if torch else None}
+                          "requests_per_s": row.median.requests_per_s,
+                          "vs_torch": round(throughput(row.median) / torch, 2) if torch else None}
                          for b, row in best.items()]
     return out
 
@@ -245,7 +251,7 @@ def summarize(results: Results) -> dict:
     for workload, candidates in by_workload.items():
         good = [r for r in candidates if clean(r)]
         if good:
-            best = max(good, key=lambda r: r.median.sentences_per_s)
+            best = max(good, key=lambda r: throughput(r.median))
             summary["best_by_workload"][workload] = {"config": asdict(best.config), "label": label(best.config),
                                                      **_essentials(best)}
         for row in candidates:
