@@ -7,6 +7,7 @@ import base64
 import time
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from metrics.multiprocess import render
 
@@ -17,6 +18,19 @@ from .service import WARMUP_TEXT, EmbeddingService, EmbedRequest, Embeddings
 from .validation import parse_json, parse_openai, parse_tei
 
 api = Blueprint("api", __name__)
+
+
+def _body() -> bytes:
+    """The request body, never cut short: with a Content-Length, werkzeug refuses one over
+    ``MAX_CONTENT_LENGTH`` (413); a chunked body (no Content-Length), which werkzeug would silently
+    stop reading at the limit, is read one byte past it and refused the same way."""
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _service() -> EmbeddingService:
@@ -45,7 +59,7 @@ def original_benchmark():
 @api.post("/embed")
 def embed():
     service = _service()
-    data = parse_json(request.get_data(cache=False), request.content_type)
+    data = parse_json(_body(), request.content_type)
     result = service.embed(parse_tei(data, service.limits))
     return json_response(result.vectors, headers=_timing_headers(result))
 
@@ -54,7 +68,7 @@ def embed():
 @api.post("/embeddings")
 def openai_embeddings():
     service = _service()
-    data = parse_json(request.get_data(cache=False), request.content_type)
+    data = parse_json(_body(), request.content_type)
     parsed = parse_openai(data, service.limits)
     result = service.embed(parsed)
     if parsed.encoding_format == "base64":

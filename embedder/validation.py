@@ -8,6 +8,8 @@ surrogates and invalid UTF-8 and refuses nesting deeper than 1024 levels.
 
 from __future__ import annotations
 
+import unicodedata
+
 import orjson
 
 from .errors import InvalidInput
@@ -70,10 +72,28 @@ def _texts(value, name: str, limits: Limits) -> list[str]:
     for index, text in enumerate(texts):
         if not text:
             raise InvalidInput(f"'{name}[{index}]' is an empty string", param=name)
+        if not has_content(text):
+            raise InvalidInput(f"'{name}[{index}]' has no content: only white space, control or "
+                               "invisible (zero-width) characters", param=name)
         if len(text) > limits.max_input_chars:
             raise InvalidInput(f"'{name}[{index}]' has {len(text)} characters, more than "
                                f"the limit of {limits.max_input_chars}", param=name)
     return texts
+
+
+#: Unicode categories that carry no content on their own: control (NUL, ...), format (zero-width
+#: space and joiners, BOM, ...) and separators (spaces, line and paragraph separators).
+_EMPTY_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
+
+
+def has_content(text: str) -> bool:
+    """Whether anything but white space, control and invisible characters is in ``text`` (such a
+    text would embed as the special tokens alone: one and the same vector for all of them). Stops
+    at the first visible character, so ordinary text costs a character or two."""
+    for char in text:
+        if not char.isspace() and unicodedata.category(char) not in _EMPTY_CATEGORIES:
+            return True
+    return False
 
 
 def _check_count(count: int, name: str, limits: Limits) -> None:

@@ -6,6 +6,7 @@ model, for what only processes show."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,11 @@ def _session_cache(tmp_path_factory):
 def server():
     """A real ``gunicorn -c gunicorn.conf.py wsgi:app`` with 2 workers, the real model and the
     default backend (exporting into the session's cache, see _session_cache)."""
-    with Gunicorn(workers=2) as srv:
+    access_log = tempfile.NamedTemporaryFile(prefix="access-", suffix=".log", delete=False).name
+    with Gunicorn(workers=2, env={"EMBEDDER_ACCESS_LOG": access_log}) as srv:
+        srv.access_log = Path(access_log)  # tests/test_edge.py reads what Gunicorn logged
         yield srv
+    Path(access_log).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -211,6 +211,25 @@ def test_api_key():
     assert closed.get("/metrics", headers=good).status_code == 200
 
 
+@pytest.mark.parametrize("size,status", [(5000, 413), (1001, 413), (1000, 200), (20, 200)])
+def test_a_chunked_body_over_the_limit_is_413_never_cut(size, status):
+    """No Content-Length (Transfer-Encoding: chunked): read one byte past the limit, then refuse;
+    never a 200 for a body cut at the limit."""
+    import io
+    import json
+
+    client = make_app(max_body_bytes=1000).test_client()
+    body = json.dumps({"inputs": "x " * ((size - 14) // 2)}).encode()
+    body = body[:-2] + b" " * (size - len(body)) + body[-2:]  # exactly `size` bytes of valid JSON
+    assert len(body) == size
+    r = client.post("/embed", input_stream=io.BytesIO(body),  # as Gunicorn hands a chunked body on:
+                    environ_overrides={"wsgi.input_terminated": True},
+                    headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    assert r.status_code == status, r.get_json()
+    if status == 413:
+        assert r.get_json()["error_type"] == "request_entity_too_large"
+
+
 def test_body_over_the_limit_is_413_and_closes():
     client = make_app(max_body_bytes=1000).test_client()
     r = client.post("/embed", data=b'{"inputs": "' + b"x" * 5000 + b'"}',

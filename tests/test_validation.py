@@ -122,6 +122,10 @@ NATIVE_CASES = [
     ({"inputs": []}, "inputs"),
     ({"inputs": ""}, "inputs"),
     ({"inputs": ["ok", ""]}, "inputs"),
+    ({"inputs": " \t\n "}, "inputs"),
+    ({"inputs": ["ok", "\u0000\u0000"]}, "inputs"),
+    ({"inputs": "\u200b\u200d\ufeff"}, "inputs"),
+    ({"inputs": "\u3000\u2028\u00a0"}, "inputs"),
     ({"inputs": [1, 2]}, "inputs"),
     ({"inputs": ["a", None]}, "inputs"),
     ({"inputs": [["a"]]}, "inputs"),
@@ -166,6 +170,8 @@ OPENAI_CASES = [
     ({"input": []}, "input"),
     ({"input": ""}, "input"),
     ({"input": [""]}, "input"),
+    ({"input": "   "}, "input"),
+    ({"input": ["a", "\u200b"]}, "input"),
     ({"input": ["a", 1]}, "input"),
     ({"input": [1, "a"]}, "input"),
     ({"input": [[1], ["a"]]}, "input"),
@@ -219,6 +225,15 @@ def test_openai_client_raises_its_own_exceptions(srv):
 
 
 # -- at and just inside the limits: accepted ---------------------------------------------------
+
+@pytest.mark.parametrize("text", [" a ", "\u200bhello\u200b", "\u0000x", "日本語", "🙂", "-", "\u0301"])
+def test_text_with_any_visible_character_is_content(srv, text):
+    from embedder.validation import has_content
+
+    assert has_content(text)
+    r = send(srv, NATIVE, {"inputs": [text]})
+    assert r.status_code == 200 and len(r.get_json()) == 1
+
 
 def test_limits_are_inclusive(srv):
     r = send(srv, NATIVE, {"inputs": ["x"] * MAX_INPUTS})
