@@ -37,6 +37,8 @@ keepalive = 5
 # Two servers on one host must not share the default control socket path.
 control_socket_disable = True
 accesslog = _settings.access_log or None
+# Gunicorn's logger, with user names, query values and credential headers hidden in the access log.
+logger_class = "embedder.access_log.RedactingLogger"
 
 
 def _service(worker):
