@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 
+from embedder import gunicorn_errors
 from embedder.config import Settings
 
 _settings = Settings.from_env()
@@ -39,6 +40,8 @@ control_socket_disable = True
 accesslog = _settings.access_log or None
 # Gunicorn's logger, with user names, query values and credential headers hidden in the access log.
 logger_class = "embedder.access_log.RedactingLogger"
+# Gunicorn's own error answers (bad request line, URI or headers over its limits, ...) as JSON.
+gunicorn_errors.install()
 
 
 def _service(worker):

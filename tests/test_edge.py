@@ -4,6 +4,7 @@ secret a client sent (user names, query values, credential headers)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -51,4 +52,37 @@ def test_a_chunked_body_over_the_limit_is_413(server):
                       headers={"Content-Type": "application/json"})
     assert r.request.headers.get("Transfer-Encoding") == "chunked"
     assert r.status_code == 413 and r.json()["error_type"] == "request_entity_too_large"
+    assert requests.post(server.url + "/embed", json={"inputs": "still fine"}, timeout=60).status_code == 200
+
+
+def _raw(server, request: bytes) -> tuple[int, dict, bytes]:
+    """Send raw bytes, read the whole answer (Gunicorn closes after an error)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes,status,code", [
+    (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431,
+     "request_header_fields_too_large"),
+    (b"POST /embed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n", 501,
+     "not_implemented"),
+], ids=["400", "414", "431", "501"])
+def test_gunicorns_own_errors_are_json(server, request_bytes, status, code):
+    got, headers, body = _raw(server, request_bytes)
+    assert got == status, body
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    answer = json.loads(body)
+    assert answer["error_type"] == code and answer["error"], answer
+    assert b"<html" not in body
     assert requests.post(server.url + "/embed", json={"inputs": "still fine"}, timeout=60).status_code == 200
