@@ -38,6 +38,9 @@ keepalive = 5
 # Two servers on one host must not share the default control socket path.
 control_socket_disable = True
 accesslog = _settings.access_log or None
+# HTTPS with Gunicorn's own TLS when both are set (Settings refuses one without the other).
+certfile = _settings.tls_cert or None
+keyfile = _settings.tls_key or None
 # Gunicorn's logger, with user names, query values and credential headers hidden in the access log.
 logger_class = "embedder.access_log.RedactingLogger"
 # Gunicorn's own error answers (bad request line, URI or headers over its limits, ...) as JSON.

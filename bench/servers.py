@@ -183,9 +183,12 @@ class Gunicorn:
         self.workers = workers
         self.app = app
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDDER_WORKERS": str(workers),
                     "EMBEDDER_BIND": f"127.0.0.1:{self.port}", **(env or {})}
+        #: With EMBEDDER_TLS_CERT set the server speaks HTTPS only; its certificate is the CA to trust.
+        self.verify = self.env.get("EMBEDDER_TLS_CERT") or True
+        scheme = "https" if self.env.get("EMBEDDER_TLS_CERT") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         key = self.env.get("EMBEDDER_API_KEY")
         self._auth = {"Authorization": f"Bearer {key}"} if key else {}
         self.args = tuple(args)
@@ -207,9 +210,9 @@ class Gunicorn:
     def ready_workers(self) -> int | None:
         """Workers that report themselves serving (the ``embedder_workers`` gauge), or None."""
         try:
-            if requests.get(self.url + "/health", timeout=5).status_code != 200:
+            if requests.get(self.url + "/health", timeout=5, verify=self.verify).status_code != 200:
                 return None
-            text = requests.get(self.url + "/metrics", headers=self._auth, timeout=5).text
+            text = requests.get(self.url + "/metrics", headers=self._auth, timeout=5, verify=self.verify).text
         except requests.RequestException:
             return None
         for line in text.splitlines():

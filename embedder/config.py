@@ -99,6 +99,13 @@ def at_least(minimum: float, *, exclusive: bool = False) -> Callable[[object], s
     return check
 
 
+def readable_file(value: str) -> str | None:
+    """Empty, or a file this process can read."""
+    if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+        return "no readable file there"
+    return None
+
+
 def one_of(*choices: str) -> Callable[[object], str | None]:
     def check(value):
         return None if value in choices else "expected one of " + ", ".join(repr(c) for c in choices)
@@ -175,6 +182,10 @@ class Settings:
     log_level: str = setting("info", "log level of Gunicorn and embedder",
                              check=one_of("debug", "info", "warning", "error", "critical"))
     access_log: str = setting("", "access log path (`-` for stdout)", shown="empty = off")
+    tls_cert: str = setting("", "PEM certificate (chain) file: with `EMBEDDER_TLS_KEY`, serve HTTPS only "
+                                "(Gunicorn's `certfile`)", check=readable_file, shown="empty = plain HTTP")
+    tls_key: str = setting("", "PEM private key file of `EMBEDDER_TLS_CERT` (Gunicorn's `keyfile`)",
+                           check=readable_file, shown="empty")
     metrics_dir: str = setting("", "parent of the per-master metrics directory (see [Metrics](#metrics))",
                                env="PROMETHEUS_MULTIPROC_DIR", shown="system temp dir")
 
@@ -189,6 +200,8 @@ class Settings:
             problem = spec.check(value) if spec.check else None
             if problem:
                 raise ValueError(f"{spec.env}={value!r}: {problem}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY go together: set both for HTTPS, or neither")
         if self.quantize and self.backend != "onnx":
             raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r} needs {PREFIX}BACKEND=onnx")
 

@@ -23,10 +23,13 @@ def test_defaults_and_overrides():
 def test_every_setting_is_read_from_its_variable():
     """Each declared variable reaches its field (a typo in a declaration would show here)."""
     samples = {str: "/some/where", int: "5", float: "1.5", bool: "true"}
-    choices = {"backend": "torch", "quantize": "", "log_level": "debug"}
+    choices = {"backend": "torch", "quantize": "", "log_level": "debug",
+               "tls_cert": __file__, "tls_key": __file__}  # readable files, and only as a pair:
+    partners = {"tls_cert": {"EMBEDDER_TLS_KEY": __file__}, "tls_key": {"EMBEDDER_TLS_CERT": __file__}}
     for spec in specs():
         raw = choices.get(spec.name, samples[spec.type])
-        assert getattr(Settings.from_env({spec.env: raw}), spec.name) == config.parse(spec, raw), spec.env
+        environ = {spec.env: raw, **partners.get(spec.name, {})}
+        assert getattr(Settings.from_env(environ), spec.name) == config.parse(spec, raw), spec.env
 
 
 def test_the_old_threads_variable_still_works():
@@ -105,3 +108,15 @@ def test_layout_follows_the_running_worker_count(monkeypatch):
     assert Settings().layout() == config.WorkerLayout(8, 1)
     assert Settings(workers=2).layout(workers=4) == config.WorkerLayout(4, 2)  # gunicorn -w 4 wins
     assert Settings(threads=2).layout(workers=1) == config.WorkerLayout(1, 2)
+
+
+def test_tls_needs_both_readable_files(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("x")
+    key.write_text("y")
+    ok = Settings.from_env({"EMBEDDER_TLS_CERT": str(cert), "EMBEDDER_TLS_KEY": str(key)})
+    assert (ok.tls_cert, ok.tls_key) == (str(cert), str(key))
+    with pytest.raises(ValueError, match="EMBEDDER_TLS_CERT and EMBEDDER_TLS_KEY go together"):
+        Settings.from_env({"EMBEDDER_TLS_CERT": str(cert)})
+    with pytest.raises(ValueError, match="EMBEDDER_TLS_KEY=.*no readable file"):
+        Settings.from_env({"EMBEDDER_TLS_CERT": str(cert), "EMBEDDER_TLS_KEY": str(tmp_path / "nope.pem")})
