@@ -64,7 +64,9 @@ def post_worker_init(worker):
     def exit_worker():  # as SIGTERM would: stop accepting, finish what is in flight, exit
         worker.alive = False
 
+    multiprocess.ensure_dir()  # deleted while the server ran? a new worker's metric files need it
     _service(worker).start_worker(workers=worker.cfg.workers, on_failure=exit_worker)
+    multiprocess.start_keeper()
 
 
 def child_exit(server, worker):

@@ -9,12 +9,16 @@ dir), which its workers inherit and which is removed when the master exits.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import time
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWNER = "EMBEDDER_METRICS_MASTER_PID"
+log = logging.getLogger("embedder.metrics")
+_recreated_in: set[int] = set()  # pids that already logged a re-creation
 
 
 def prepare_dir(base: str = "") -> str:
@@ -40,6 +44,75 @@ def remove_dir() -> None:
         shutil.rmtree(os.environ.get(ENV, ""), ignore_errors=True)
 
 
+def ensure_dir() -> bool:
+    """Re-create this server's metrics directory if someone deleted it (a tmp cleaner, a person):
+    without it every scrape failed and a new worker died on its first metric write. Workers that
+    already run keep writing to their (now unlinked) files, so the counts a scrape shows start
+    again from what is written after this: Prometheus reads that as a counter reset. Logged once
+    per process; returns whether it had to."""
+    path = os.environ.get(ENV)
+    if not path or os.path.isdir(path):
+        return False
+    os.makedirs(path, exist_ok=True)
+    if os.getpid() not in _recreated_in:
+        _recreated_in.add(os.getpid())
+        log.warning("metrics directory %s was deleted; re-created it: counts restart from here", path)
+    return True
+
+
+def _value_internals():
+    """prometheus_client's per-process state behind its multiprocess values: the open files, every
+    value, and the lock all writes take (closure variables of values.MultiProcessValue). Private
+    API: tests/test_faults.py fails if a prometheus_client upgrade moves them."""
+    import inspect
+
+    from prometheus_client import values
+
+    cls = values.ValueClass
+    state = {**inspect.getclosurevars(cls.__init__).nonlocals,
+             **inspect.getclosurevars(cls._MmapedValue__reset).nonlocals}
+    return state["files"], state["values"], state["lock"]
+
+
+def rehome_if_deleted() -> bool:
+    """In a worker: if this process's metric files were deleted (with their directory), write
+    every value it holds into new files in the (re-created) directory, so scrapes see its counts
+    again, whole. Returns whether it had to."""
+    if not os.environ.get(ENV):
+        return False
+    files, values, lock = _value_internals()
+    with lock:
+        if all(os.path.exists(f._fname) for f in files.values()):
+            return False
+        ensure_dir()
+        for f in files.values():
+            f.close()
+        files.clear()
+        for value in values:
+            current, timestamp = value._value, value._timestamp
+            value._MmapedValue__reset()  # opens this process's new files, reads 0 there
+            value._file.write_value(value._key, current, timestamp)
+            value._value, value._timestamp = current, timestamp
+    log.warning("metric files of worker %d were deleted; rewrote its %d values in %s",
+                os.getpid(), len(values), os.environ[ENV])
+    return True
+
+
+def start_keeper(interval: float = 1.0) -> None:
+    """In a worker: a daemon thread that puts its metric files back if they are deleted."""
+    import threading
+
+    def keep():
+        while True:
+            time.sleep(interval)
+            try:
+                rehome_if_deleted()
+            except Exception:  # never let metrics housekeeping take the worker down
+                log.exception("could not restore the metric files")
+
+    threading.Thread(target=keep, name="embedder-metrics-keeper", daemon=True).start()
+
+
 def mark_dead(pid: int) -> None:
     """Forget a dead worker's live gauges; its counters and histograms keep counting."""
     if os.environ.get(ENV):
@@ -55,6 +128,7 @@ def render() -> tuple[bytes, str]:
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
 
+        ensure_dir()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:  # a single process (tests with Flask's client): the default registry is the truth

@@ -142,6 +142,37 @@ def test_sigterm_drains_requests_in_flight_and_removes_the_metrics_dir(texts):
         srv.stop()
 
 
+def test_a_deleted_metrics_dir_is_recreated_and_never_takes_the_service_down(texts, want):
+    """Someone deletes the metrics directory while the server runs: scrapes still answer (counts
+    restart, as after a restart), /embed keeps serving, and a replacement worker boots (before,
+    every scrape answered 500 and a new worker died on its first metric write)."""
+    srv = Gunicorn(workers=1).start()
+    try:
+        (metrics_dir,) = Path(tempfile.gettempdir()).glob(f"embedder-{srv.pid}-*")
+        assert embed(srv, texts[0]).status_code == 200
+        before = scrape(srv)["embedder_requests_total"]
+        import shutil
+
+        shutil.rmtree(metrics_dir)
+        r = requests.get(srv.url + "/metrics", timeout=10)
+        assert r.status_code == 200 and metrics_dir.is_dir()
+        r = embed(srv, texts[0])
+        assert r.status_code == 200 and np.abs(np.array(r.json()[0]) - want[texts[0]]).max() < TOL
+        # The worker writes its counts back (its keeper thread checks every second): whole again.
+        wait_for(lambda: scrape(srv).get("embedder_requests_total", 0) >= before + 2, 30,
+                 "the counts from before the deletion to be back")
+        assert scrape(srv)["embedder_workers"] == 1
+        shutil.rmtree(metrics_dir)
+        victim = srv.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)  # its replacement boots with no directory there
+        wait_replaced(srv, victim)
+        assert embed(srv, texts[1]).status_code == 200
+        assert "rewrote its" in srv.log() and "re-created it" in srv.log()
+        assert "Traceback" not in srv.log()
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="module")
 def fault_server():
     """The real config with tests/fault_wsgi.py's app, whose forward pass two sentences break."""
