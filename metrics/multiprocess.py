@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWNER = "EMBEDDER_METRICS_MASTER_PID"
@@ -113,12 +114,50 @@ def start_keeper(interval: float = 1.0) -> None:
     threading.Thread(target=keep, name="embedder-metrics-keeper", daemon=True).start()
 
 
-def mark_dead(pid: int) -> None:
-    """Forget a dead worker's live gauges; its counters and histograms keep counting."""
-    if os.environ.get(ENV):
-        from prometheus_client import multiprocess
+#: Where a dead worker's counters and histograms are added up (one file per type, whatever the
+#: number of workers that ever ran), so scrapes read a bounded number of files.
+MERGED = "{typ}_merged.db"
+_LOCK = ".scrape.lock"
 
-        multiprocess.mark_process_dead(pid)
+
+@contextmanager
+def _dir_lock(exclusive: bool):
+    """A lock on the directory's file set: scrapes read under a shared lock, the master merges a
+    dead worker's files under an exclusive one, so no scrape counts a value twice or not at all."""
+    import fcntl
+
+    with open(os.path.join(os.environ[ENV], _LOCK), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def mark_dead(pid: int) -> None:
+    """In the master, when a worker exits: forget its live gauges, and add its counters and
+    histograms into the merged files and delete its own (the totals stay; the files don't pile up
+    with every restart, which made scrapes slower and slower)."""
+    if not os.environ.get(ENV):
+        return
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    multiprocess.mark_process_dead(pid)
+    if not os.path.isdir(os.environ[ENV]):
+        return
+    with _dir_lock(exclusive=True):
+        for typ in ("counter", "histogram"):
+            dead = os.path.join(os.environ[ENV], f"{typ}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            merged = MmapedDict(os.path.join(os.environ[ENV], MERGED.format(typ=typ)))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                    merged.write_value(key, merged.read_value(key)[0] + value, timestamp)
+            finally:
+                merged.close()
+            os.remove(dead)
 
 
 def render() -> tuple[bytes, str]:
@@ -131,6 +170,7 @@ def render() -> tuple[bytes, str]:
         ensure_dir()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    else:  # a single process (tests with Flask's client): the default registry is the truth
-        registry = REGISTRY
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+        with _dir_lock(exclusive=False):
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+    # A single process (tests with Flask's client): the default registry is the truth.
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

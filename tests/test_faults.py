@@ -173,6 +173,37 @@ def test_a_deleted_metrics_dir_is_recreated_and_never_takes_the_service_down(tex
         srv.stop()
 
 
+def test_dead_workers_files_are_merged_and_no_count_is_lost(texts):
+    """Each worker that exits leaves its counters and histograms in the merged files: the files
+    scrapes read stay as many as with one worker (before, one pair more per dead worker, and
+    scrapes grew slower), and no total ever goes down."""
+    srv = Gunicorn(workers=1).start()
+    try:
+        (metrics_dir,) = Path(tempfile.gettempdir()).glob(f"embedder-{srv.pid}-*")
+        seen, sent = 0.0, 0
+        for _ in range(4):
+            for text in texts[:3]:
+                assert embed(srv, text).status_code == 200
+                sent += 1
+            counts = scrape(srv)
+            assert counts["embedder_requests_total"] >= seen and counts["embedder_inputs_total"] >= sent
+            seen = counts["embedder_requests_total"]
+            victim = srv.worker_pids()[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_replaced(srv, victim)
+            files = sorted(p.name for p in metrics_dir.glob("*.db"))
+            assert not [f for f in files if f.endswith(f"_{victim}.db")], files
+            # Only the master's (its module-level metrics, created at import), the live worker's and
+            # the merged ones, however many workers have died.
+            owners = {f.rsplit("_", 1)[1][:-3] for f in files if f.startswith(("counter_", "histogram_"))}
+            assert owners <= {str(srv.pid), *map(str, srv.worker_pids()), "merged"}, files
+        counts = scrape(srv)
+        assert counts["embedder_requests_total"] >= seen and counts["embedder_inputs_total"] >= sent
+        assert counts["embedder_input_tokens_total"] > 0 and counts["embedder_batch_size_count"] >= sent
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="module")
 def fault_server():
     """The real config with tests/fault_wsgi.py's app, whose forward pass two sentences break."""
