@@ -172,7 +172,8 @@ class Settings:
     stall_timeout: float = setting(60.0, "seconds one forward pass may run before the worker is declared "
                                          "hung and replaced", check=at_least(0, exclusive=True))
     max_inputs: int = setting(256, "most inputs per request (422 beyond)", check=at_least(1))
-    max_input_chars: int = setting(20000, "most characters per input (422 beyond)", check=at_least(1))
+    max_input_chars: int = setting(20000, "most characters per input, or token ids per token-id input, "
+                                          "checked before truncation (422 beyond)", check=at_least(1))
     max_body_bytes: int = setting(4 * 1024 * 1024, "most bytes per request body (413 beyond)",
                                   check=at_least(1))
     api_key: str = setting("", "when set, every route but `/health` and `/openapi.json` needs "

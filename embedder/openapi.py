@@ -117,8 +117,9 @@ def build(settings, limits, model_id: str) -> dict:
     texts = {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": {"$ref": "#/components/schemas/Text"},
              "description": f"At most {limits.max_inputs} inputs per request (EMBEDDER_MAX_INPUTS)."}
     token_id = {"type": "integer", "minimum": 0, "maximum": vocab - 1}
-    token_ids = {"type": "array", "minItems": 1, "items": token_id,
-                 "description": "One input as token ids, without special tokens; cut to the model's limit."}
+    token_ids = {"type": "array", "minItems": 1, "maxItems": chars, "items": token_id,
+                 "description": f"One input as token ids, without special tokens: at most {chars} "
+                                "(EMBEDDER_MAX_INPUT_CHARS); cut to the model's limit."}
     dimensions = _nullable({"type": "integer", "minimum": 1, "maximum": dim,
                             "description": f"Keep the first N of {dim} dimensions (then normalize)."})
     prompts = sorted(limits.prompts)

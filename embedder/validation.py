@@ -112,6 +112,9 @@ def _token_ids(value: list, limits: Limits) -> list[list[int]]:
                            "token ids or a list of lists of token ids, with nothing empty", param="input")
     _check_count(len(lists), "input", limits)
     for index, ids in enumerate(lists):
+        if len(ids) > limits.max_input_chars:  # before any truncation: a cap on what is held
+            raise InvalidInput(f"'input[{index}]' has {len(ids)} token ids, more than the limit of "
+                               f"{limits.max_input_chars}", param="input")
         if any(not 0 <= v < limits.vocab_size for v in ids):
             raise InvalidInput(f"'input[{index}]' has a token id outside 0..{limits.vocab_size - 1}",
                                param="input")

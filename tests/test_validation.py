@@ -170,6 +170,8 @@ OPENAI_CASES = [
     ({"input": []}, "input"),
     ({"input": ""}, "input"),
     ({"input": [""]}, "input"),
+    ({"input": [1] * (MAX_CHARS + 1)}, "input"),
+    ({"input": [[1], [2] * (MAX_CHARS + 1)]}, "input"),
     ({"input": "   "}, "input"),
     ({"input": ["a", "\u200b"]}, "input"),
     ({"input": ["a", 1]}, "input"),
@@ -245,6 +247,8 @@ def test_limits_are_inclusive(srv):
         assert r.status_code == 200 and len(r.get_json()[0]) == dims
     r = send(srv, OPENAI, {"input": [[0], [30521]]})
     assert r.status_code == 200 and len(r.get_json()["data"]) == 2
+    r = send(srv, OPENAI, {"input": [1000] * MAX_CHARS})  # at the cap, then truncated to the model's
+    assert r.status_code == 200 and r.get_json()["usage"]["prompt_tokens"] == 256
 
 
 def test_truncate_true_cuts_long_input_false_refuses_it(srv):
