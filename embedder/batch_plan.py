@@ -121,12 +121,14 @@ class OnlineCost:
             self.model = self.estimate.solve()
 
 
-def split(lengths: Sequence[int], cost: CostModel, max_size: int, max_tokens: int) -> list[int]:
+def split(lengths: Sequence[int], cost: CostModel, max_size: int, max_tokens: int,
+          max_cost: float = float("inf")) -> list[int]:
     """The cheapest way to run inputs of these lengths, sorted ascending, as consecutive passes.
 
     Returns the pass boundaries (end index of each pass, the last equal to ``len(lengths)``).
     A pass holds at most ``max_size`` inputs and, unless it holds one, at most ``max_tokens``
-    padded tokens. Dynamic programming over the sorted lengths: a pass's cost is set by its last
+    padded tokens and at most ``max_cost`` ms by the model (so one request's many long inputs
+    cannot hold the model for long while others wait: they run in several passes). Dynamic programming over the sorted lengths: a pass's cost is set by its last
     (longest) input, so the best split of the first ``j`` inputs ends with a pass ``i..j``.
     """
     count = len(lengths)
@@ -140,7 +142,7 @@ def split(lengths: Sequence[int], cost: CostModel, max_size: int, max_tokens: in
         i = j - 1
         while i >= lowest:
             size = j - i
-            if size > 1 and size * longest > max_tokens:
+            if size > 1 and (size * longest > max_tokens or fixed + size * row_cost > max_cost):
                 break
             total = best[i] + fixed + size * row_cost
             if total < best[j]:

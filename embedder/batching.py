@@ -20,9 +20,15 @@ import numpy as np
 from metrics import definitions as m
 
 from .batch_plan import OnlineCost, split
-from .errors import Overloaded, TimedOut, Unavailable
+from .errors import ClientGone, Overloaded, TimedOut, Unavailable
 
 log = logging.getLogger("embedder.batching")
+
+#: How often (seconds) a waiting request asks whether its client is still there.
+GONE_CHECK = 0.1
+#: Longest a pass of more than one input may take by the cost model (ms): bounds how long a
+#: request's many long inputs hold the model while a single sentence waits for its turn.
+MAX_PASS_MS = 250.0
 
 
 class _Signal:
@@ -95,6 +101,8 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_queued_inputs = max_queued_inputs
         self._queue: deque[_Item] = deque()
+        #: Tokens of the queued inputs (what admission estimates the queue's run time from).
+        self._queued_tokens = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         #: perf_counter() when the current forward pass began, None while idle.
@@ -126,6 +134,7 @@ class Batcher:
                     item.job.done.set()
             m.QUEUED_INPUTS.dec(len(self._queue))
             self._queue.clear()
+            self._queued_tokens = 0
 
     def stalled_for(self) -> float:
         """Seconds the current forward pass has been running (0 when idle)."""
@@ -137,40 +146,74 @@ class Batcher:
         return len(self._queue)
 
     # -- request side ----------------------------------------------------------------------
-    def submit(self, token_ids: list[list[int]], timeout: float) -> Result:
-        """Queue one request's inputs and wait for their raw vectors, in order."""
+    def submit(self, token_ids: list[list[int]], timeout: float,
+               gone: Callable[[], bool] | None = None) -> Result:
+        """Queue one request's inputs and wait for their raw vectors, in order.
+
+        Refused (Overloaded) when the queue is full, or when the work queued ahead plus this
+        request's would not finish within ``timeout`` by the cost model. While it waits,
+        ``gone()`` (the client closed its connection?) is asked every :data:`GONE_CHECK` seconds;
+        if so its queued inputs are dropped before they reach the model (ClientGone)."""
         if self.broken is not None:
             raise Unavailable(f"worker not serving: {self.broken}")
         if not self.running():
             raise Unavailable("worker not ready: the batching thread is not running")
         job = _Job(len(token_ids), self.dimension)
         items = [_Item(job, row, ids) for row, ids in enumerate(token_ids)]
+        tokens = sum(len(ids) for ids in token_ids)
         with self._cond:
             if self.broken is not None:
                 raise Unavailable(f"worker not serving: {self.broken}")
             if self._queue and len(self._queue) + len(items) > self.max_queued_inputs:
                 raise Overloaded(f"server busy: {len(self._queue)} inputs already queued in this worker; "
                                  "retry shortly")
+            if self._queue:
+                ahead = self.estimated_seconds(len(self._queue) + len(items), self._queued_tokens + tokens)
+                if ahead > timeout:
+                    raise Overloaded(f"server busy: about {ahead:.1f} s of work queued in this worker "
+                                     f"with this request, more than its {timeout:g} s deadline; retry later")
             self._queue.extend(items)
+            self._queued_tokens += tokens
             m.QUEUED_INPUTS.inc(len(items))
             self._cond.notify()
-        if not job.done.wait(timeout):
-            with self._cond:
-                if not job.done.is_set():
-                    self._drop(job)
-                    raise TimedOut(f"request timed out in the queue: no result within {timeout:g} s")
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if job.done.wait(min(left, GONE_CHECK) if gone is not None else left):
+                break
+            if time.monotonic() >= deadline:
+                with self._cond:
+                    if not job.done.is_set():
+                        self._drop(job, "timeout")
+                        raise TimedOut(f"request timed out in the queue: no result within {timeout:g} s")
+                break
+            if gone():
+                with self._cond:
+                    if not job.done.is_set():
+                        self._drop(job, "client_gone")
+                        raise ClientGone("the client closed its connection; its inputs were dropped")
+                break
         if job.error is not None:
             raise job.error
         return Result(job.vectors, job.queue_seconds, job.inference_seconds)
 
-    def _drop(self, job: _Job) -> None:
-        """Remove a timed-out job's queued inputs (called with the lock held)."""
+    def estimated_seconds(self, inputs: int, tokens: int) -> float:
+        """What the cost model says this many queued inputs and tokens take to run, in seconds."""
+        cost = self.cost.model
+        passes = -(-inputs // self.max_batch_size)
+        mean = tokens / max(inputs, 1)
+        return (passes * cost.fixed + tokens * (cost.per_token + cost.per_token_length * mean)) / 1000
+
+    def _drop(self, job: _Job, reason: str) -> None:
+        """Remove a timed-out or abandoned job's queued inputs (called with the lock held)."""
         kept = [item for item in self._queue if item.job is not job]
         dropped = len(self._queue) - len(kept)
         if dropped:
+            self._queued_tokens -= sum(len(item.ids) for item in self._queue if item.job is job)
             self._queue.clear()
             self._queue.extend(kept)
             m.QUEUED_INPUTS.dec(dropped)
+            m.DROPPED_INPUTS.labels(reason).inc(dropped)
         job.remaining = -1  # rows still in a running batch are ignored
 
     # -- batching thread -------------------------------------------------------------------------
@@ -183,7 +226,7 @@ class Batcher:
         window = [self._queue[i] for i in range(min(len(self._queue), self.plan_window))]
         order = sorted(range(len(window)), key=lambda i: len(window[i].ids))
         ends = split([len(window[i].ids) for i in order], self.cost.model,
-                     self.max_batch_size, self.max_batch_tokens)
+                     self.max_batch_size, self.max_batch_tokens, MAX_PASS_MS)
         position = order.index(0)
         begin = 0
         for end in ends:
@@ -196,6 +239,7 @@ class Batcher:
         for _ in range(len(window)):
             self._queue.popleft()
         self._queue.extendleft(reversed(rest))
+        self._queued_tokens -= sum(len(item.ids) for item in taken)
         m.QUEUED_INPUTS.dec(len(taken))
         m.PLAN_PASSES.observe(len(ends))
         return taken

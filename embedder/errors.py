@@ -40,3 +40,8 @@ class TimedOut(EmbedderError):
 
 class Unavailable(EmbedderError):
     """The worker is not serving: its batching thread has not started, died or hung."""
+
+
+class ClientGone(EmbedderError):
+    """The client closed its connection while its request waited: its inputs were dropped before
+    they reached the model (nobody would read the answer)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from .errors import EmbedderError, InvalidInput, Overloaded, TimedOut, Unavailable
+from .errors import ClientGone, EmbedderError, InvalidInput, Overloaded, TimedOut, Unavailable
 
 
 class MalformedJSON(EmbedderError):
@@ -62,12 +62,16 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
         "`prompt_name`, a token id outside the vocabulary, or an input over the model's token limit "
         "with `truncate: false`. The message names the field."),
     Overloaded: ErrorKind(429, "overloaded", "rate_limit_error", "overloaded",
-                          "This worker's queue is full (EMBEDDER_MAX_QUEUED_INPUTS); retry after "
+                          "This worker's queue is full (EMBEDDER_MAX_QUEUED_INPUTS), or the work queued "
+                          "in it would not finish within EMBEDDER_REQUEST_TIMEOUT; retry after "
                           "`Retry-After` seconds.", {"Retry-After": "1"}),
     TimedOut: ErrorKind(503, "timeout", "server_error", "timeout",
                         "Waited longer than EMBEDDER_REQUEST_TIMEOUT (`timeout`)."),
     Unavailable: ErrorKind(503, "unavailable", "server_error", "unavailable",
                            "The worker is not serving: its batching thread died or hung (`unavailable`)."),
+    ClientGone: ErrorKind(499, "client_gone", "invalid_request_error", "client_gone",
+                          "The client closed its connection while its request waited (nobody reads "
+                          "this answer; it is counted, as nginx's 499)."),
     Exception: ErrorKind(500, "internal", "server_error", "internal", "Internal error (no details are exposed)."),
 }
 

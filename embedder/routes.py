@@ -4,6 +4,9 @@ and ``/health``, ``/info``, ``/metrics``, ``/openapi.json``."""
 from __future__ import annotations
 
 import base64
+import os
+import select
+import socket
 import time
 
 from flask import Blueprint, Response, current_app, g, request
@@ -33,6 +36,27 @@ def _body() -> bytes:
     return data
 
 
+def _client_gone():
+    """A check the batcher calls while the request waits: has the client closed its connection?
+    (Its socket reads as end-of-file.) None outside Gunicorn (Flask's test client has no socket)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+    fd = sock.fileno()
+
+    def gone() -> bool:
+        try:
+            if not select.select([fd], [], [], 0)[0]:
+                return False  # nothing to read: still there, waiting for its answer
+            with socket.socket(fileno=os.dup(fd)) as peek:  # TCP level, under TLS too
+                return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # reset or closed under us
+    return gone
+
+
 def _service() -> EmbeddingService:
     return current_app.extensions["embedder"]
 
@@ -52,7 +76,7 @@ def _timing_headers(result: Embeddings) -> dict:
 @api.get("/")
 def original_benchmark():
     """Encode "this is a test" like the original Flask benchmark did, through the batcher."""
-    _service().embed(EmbedRequest(texts=[WARMUP_TEXT]))
+    _service().embed(EmbedRequest(texts=[WARMUP_TEXT]), _client_gone())
     return Response("ok", mimetype="text/plain")
 
 
@@ -60,7 +84,7 @@ def original_benchmark():
 def embed():
     service = _service()
     data = parse_json(_body(), request.content_type)
-    result = service.embed(parse_tei(data, service.limits))
+    result = service.embed(parse_tei(data, service.limits), _client_gone())
     return json_response(result.vectors, headers=_timing_headers(result))
 
 
@@ -70,7 +94,7 @@ def openai_embeddings():
     service = _service()
     data = parse_json(_body(), request.content_type)
     parsed = parse_openai(data, service.limits)
-    result = service.embed(parsed)
+    result = service.embed(parsed, _client_gone())
     if parsed.encoding_format == "base64":
         items = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in result.vectors]
     else:

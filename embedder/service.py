@@ -112,6 +112,8 @@ class EmbeddingService:
         m.MODEL_INFO.labels(self.model_id, self.backend.name, str(self.model.dimension)).set(1)
         for reason in m.FAILURE_REASONS:  # zero series, so rate() and alerts see them from the start
             m.FAILURES.labels(reason)
+        for reason in m.DROP_REASONS:
+            m.DROPPED_INPUTS.labels(reason)
         log.info("worker %d ready: %d threads, warm-up %.0f ms, pass cost (ms) %s", os.getpid(),
                  self.layout.threads, (time.perf_counter() - began) * 1000, self.batcher.cost.model.as_dict())
 
@@ -160,9 +162,10 @@ class EmbeddingService:
             "version": __version__,
         }
 
-    def embed(self, request: EmbedRequest) -> Embeddings:
+    def embed(self, request: EmbedRequest, gone=None) -> Embeddings:
         """Vectors of a validated request, in input order. Raises InputTooLong, Overloaded,
-        TimedOut or Unavailable (``errors.py``)."""
+        TimedOut, Unavailable or, when ``gone()`` says the client left while it waited,
+        ClientGone (``errors.py``)."""
         began = time.perf_counter()
         if request.texts is not None:
             texts = request.texts
@@ -173,7 +176,7 @@ class EmbeddingService:
         else:
             ids = self.model.wrap_ids(request.token_ids, request.truncate)
         tokenized = time.perf_counter()
-        result = self.batcher.submit(ids, self.settings.request_timeout)
+        result = self.batcher.submit(ids, self.settings.request_timeout, gone)
         vectors = result.vectors
         if request.dimensions:
             vectors = vectors[:, : request.dimensions]

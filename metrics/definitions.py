@@ -37,18 +37,24 @@ QUEUE_SECONDS = Histogram("embedder_queue_duration_seconds",
                           buckets=LATENCY_BUCKETS)
 FORWARD_SECONDS = Histogram("embedder_forward_duration_seconds", "Time of one forward pass.",
                             buckets=LATENCY_BUCKETS)
+DROPPED_INPUTS = Counter("embedder_dropped_inputs_total",
+                         "Queued inputs dropped before their forward pass, by reason (client_gone: the "
+                         "client closed its connection; timeout: the request's deadline passed).",
+                         ["reason"])
 IN_FLIGHT = Gauge("embedder_requests_in_flight", "Requests being handled now.",
                   multiprocess_mode="livesum")
 QUEUED_INPUTS = Gauge("embedder_queued_inputs", "Inputs waiting for a forward pass now.",
                       multiprocess_mode="livesum")
 FAILURES = Counter("embedder_failures_total",
-                   "Requests that failed, by reason (validation, auth, overloaded, timeout, unavailable, internal).",
+                   "Requests that failed, by reason (validation, auth, overloaded, timeout, unavailable, "
+                   "client_gone, internal).",
                    ["reason"])
 WORKERS = Gauge("embedder_workers", "Gunicorn workers alive and serving.", multiprocess_mode="livesum")
 MODEL_INFO = Gauge("embedder_model_info", "The served model; the value is always 1.",
                    ["model", "backend", "dimension"], multiprocess_mode="livemax")
 
-FAILURE_REASONS = ("validation", "auth", "overloaded", "timeout", "unavailable", "internal")
+FAILURE_REASONS = ("validation", "auth", "overloaded", "timeout", "unavailable", "client_gone", "internal")
+DROP_REASONS = ("client_gone", "timeout")
 
 
 _GAUGE_MODES = {"livesum": "gauge (live workers' sum)", "livemax": "gauge (live workers' max)",

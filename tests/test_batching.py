@@ -157,7 +157,7 @@ def test_a_pass_costing_more_apart_runs_together(make):
     forward = FakeForward(held=True)
     # A large fixed cost per pass: padding 8 short inputs to 30 tokens is cheaper than 2 passes.
     batcher = make(forward, max_batch_size=64, max_batch_tokens=1024,
-                   cost=CostModel(fixed=1000.0, per_token=1.0))
+                   cost=CostModel(fixed=200.0, per_token=0.1))
     first = in_thread(batcher.submit, [[1]], WAIT)
     assert forward.entered.wait(WAIT), "the first pass never began"
     long_future = in_thread(batcher.submit, [[3] * 30], WAIT)
@@ -173,7 +173,7 @@ def test_a_pass_costing_more_apart_runs_together(make):
 def test_the_token_budget_still_splits_a_pass(make):
     forward = FakeForward(held=True)
     batcher = make(forward, max_batch_size=64, max_batch_tokens=64,
-                   cost=CostModel(fixed=1000.0, per_token=0.001))
+                   cost=CostModel(fixed=100.0, per_token=0.001))
     first = in_thread(batcher.submit, [[1]], WAIT)
     assert forward.entered.wait(WAIT), "the first pass never began"
     # 9 inputs of 10 tokens: 90 padded tokens > 64, however cheap one pass would be.
@@ -282,7 +282,7 @@ def _cost_of(lengths, ends, cost):
     return total
 
 
-def _brute_force(lengths, cost, max_size, max_tokens):
+def _brute_force(lengths, cost, max_size, max_tokens, max_cost=float("inf")):
     """Cheapest split by trying every set of boundaries (small inputs only)."""
     import itertools
 
@@ -292,7 +292,8 @@ def _brute_force(lengths, cost, max_size, max_tokens):
         begin, fits = 0, True
         for end in ends:
             size = end - begin
-            fits &= size <= max_size and (size == 1 or size * lengths[end - 1] <= max_tokens)
+            fits &= size <= max_size and (size == 1 or (size * lengths[end - 1] <= max_tokens
+                                                        and cost(size, lengths[end - 1]) <= max_cost))
             begin = end
         if fits and (best is None or _cost_of(lengths, ends, cost) < best):
             best = _cost_of(lengths, ends, cost)
@@ -306,10 +307,11 @@ def test_split_is_the_cheapest_split():
                          for _ in range(rng.randrange(1, 11)))
         cost = CostModel(rng.uniform(0, 20), rng.uniform(0.01, 1), rng.uniform(0, 0.01))
         max_size, max_tokens = rng.randrange(1, 12), rng.choice([64, 256, 10_000])
-        ends = split(lengths, cost, max_size, max_tokens)
+        max_cost = rng.choice([float("inf"), 50.0, 200.0])
+        ends = split(lengths, cost, max_size, max_tokens, max_cost)
         assert ends[-1] == len(lengths) and ends == sorted(set(ends))
         assert _cost_of(lengths, ends, cost) == pytest.approx(
-            _brute_force(lengths, cost, max_size, max_tokens))
+            _brute_force(lengths, cost, max_size, max_tokens, max_cost))
 
 
 def test_split_keeps_one_length_together_and_parts_far_lengths():
@@ -317,6 +319,10 @@ def test_split_keeps_one_length_together_and_parts_far_lengths():
     assert split([12] * 32, cost, 64, 8192) == [32]
     assert split([10] * 8 + [120] * 2, cost, 64, 8192) == [8, 10]
     assert split([10] * 8 + [120] * 2, CostModel(fixed=1e6), 64, 8192) == [10]
+    # A cost cap: 32 inputs of 256 tokens run in passes of at most 250 ms by the model.
+    ends = split([256] * 32, cost, 64, 8192, max_cost=250.0)
+    sizes = [b - a for a, b in zip([0, *ends], ends)]
+    assert sum(sizes) == 32 and all(cost(n, 256) <= 250.0 for n in sizes) and len(sizes) > 1
     ends = split([10] * 8, cost, 3, 8192)  # at most 3 per pass: 3 passes, none bigger
     assert len(ends) == 3 and max(b - a for a, b in zip([0, *ends], ends)) == 3
 
@@ -372,7 +378,7 @@ def test_the_batcher_reports_padding_and_refits_from_its_passes(make):
         return REGISTRY.get_sample_value(name) or 0.0
 
     forward = FakeForward(held=True)
-    cost = OnlineCost(model=CostModel(fixed=1000.0, per_token=1.0), refit_every=2)
+    cost = OnlineCost(model=CostModel(fixed=200.0, per_token=0.1), refit_every=2)
     batcher = make(forward, max_batch_size=64, max_batch_tokens=1024, cost=cost)
     padding, plans = sample("embedder_batch_padding_ratio_sum"), sample("embedder_batch_plan_passes_count")
     first = in_thread(batcher.submit, [[1]], WAIT)
@@ -386,4 +392,48 @@ def test_the_batcher_reports_padding_and_refits_from_its_passes(make):
     assert forward.batches[1] == [[2] * 10, [2] * 30]
     assert sample("embedder_batch_padding_ratio_sum") - padding == pytest.approx(1 / 3)
     assert sample("embedder_batch_plan_passes_count") - plans == 2
-    assert cost.estimate.count == 2 and cost.model != CostModel(fixed=1000.0, per_token=1.0)
+    assert cost.estimate.count == 2 and cost.model != CostModel(fixed=200.0, per_token=0.1)
+
+
+# -- admission by cost and clients that leave ---------------------------------------------------------
+def test_a_client_that_leaves_has_its_inputs_dropped_before_the_model(make):
+    from prometheus_client import REGISTRY
+
+    from embedder.errors import ClientGone
+
+    forward = FakeForward(held=True)
+    batcher = make(forward)
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    left = threading.Event()
+    dropped = REGISTRY.get_sample_value("embedder_dropped_inputs_total", {"reason": "client_gone"}) or 0
+    leaving = in_thread(batcher.submit, [[2] * 5] * 40, WAIT, left.is_set)
+    staying = in_thread(batcher.submit, [[3]], WAIT, lambda: False)
+    wait_until(lambda: batcher.queued == 41, "both requests are queued")
+    left.set()  # the client hangs up while its 40 inputs wait
+    with pytest.raises(ClientGone):
+        leaving.result(timeout=WAIT)
+    assert batcher.queued == 1
+    assert REGISTRY.get_sample_value("embedder_dropped_inputs_total", {"reason": "client_gone"}) - dropped == 40
+    forward.gate.set()
+    first.result(timeout=WAIT)
+    assert np.array_equal(staying.result(timeout=WAIT).vectors, expected([[3]]))
+    assert all(ids[0] != 2 for batch in forward.batches for ids in batch)  # never reached the model
+
+
+def test_work_that_cannot_finish_before_the_deadline_is_refused(make):
+    forward = FakeForward(held=True)
+    # 1 ms per token: 600 queued tokens are 0.6 s of work, over a 0.5 s deadline.
+    batcher = make(forward, cost=CostModel(fixed=0.0, per_token=1.0))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    waiting = in_thread(batcher.submit, [[2] * 100] * 4, WAIT)  # 400 tokens: 0.4 s, admitted
+    wait_until(lambda: batcher.queued == 4, "the first 400 tokens are queued")
+    with pytest.raises(Overloaded, match="more than its 0.5 s deadline"):
+        batcher.submit([[3] * 100] * 2, timeout=0.5)  # 400 + 200 tokens: 0.6 s > 0.5 s
+    assert batcher.queued == 4 and batcher.estimated_seconds(4, 400) == pytest.approx(0.4)
+    forward.gate.set()
+    first.result(timeout=WAIT)
+    waiting.result(timeout=WAIT)
+    # An empty queue admits anything the other limits allow: a lone request is never refused.
+    assert np.array_equal(batcher.submit([[3] * 100] * 8, timeout=0.5).vectors, expected([[3] * 100] * 8))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embedder import http_errors, openapi
-from embedder.errors import InputTooLong, InvalidInput, Overloaded, TimedOut, Unavailable
+from embedder.errors import ClientGone, InputTooLong, InvalidInput, Overloaded, TimedOut, Unavailable
 from fakes import expected, make_app
 from metrics import definitions as m
 
@@ -97,7 +97,7 @@ def test_info_health_metrics_openapi(app):
 
 def _answer(app, path: str, raise_error: BaseException):
     """Make the service raise ``raise_error`` and return the response to a request on ``path``."""
-    def fail(request):
+    def fail(request, gone=None):
         raise raise_error
     app.service.embed = fail
     body = {"inputs": "x"} if path == "/embed" else {"input": "x"}
@@ -106,7 +106,7 @@ def _answer(app, path: str, raise_error: BaseException):
 
 @pytest.mark.parametrize("error", [InvalidInput("bad", param="inputs"), InputTooLong(0, 300, 256),
                                    Overloaded("queue full"), TimedOut("too slow"), Unavailable("dead"),
-                                   RuntimeError("secret detail /srv/x.py")], ids=lambda e: type(e).__name__)
+                                   ClientGone("left"), RuntimeError("secret detail /srv/x.py")], ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize("path", ["/embed", "/v1/embeddings"])
 def test_core_errors_map_through_the_table(app, error, path):
     kind = http_errors.kind_of(error)
