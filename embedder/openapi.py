@@ -15,6 +15,7 @@ import functools
 import orjson
 
 from . import __version__, http_errors
+from .validation import content_pattern
 
 JSON = "application/json"
 NATIVE, OPENAI = "native", "openai"
@@ -111,8 +112,9 @@ def build(settings, limits, model_id: str) -> dict:
     metrics_keyed = keyed and settings.metrics_require_key
     embedding_errors = [400, 413, 415, 422, 429, 500, 503]
 
-    text = {"type": "string", "minLength": 1, "maxLength": chars,
-            "description": f"At most {chars} characters (EMBEDDER_MAX_INPUT_CHARS); "
+    text = {"type": "string", "minLength": 1, "maxLength": chars, "pattern": content_pattern(),
+            "description": f"At most {chars} characters (EMBEDDER_MAX_INPUT_CHARS), at least one of "
+                           "them visible (not white space, control or zero-width: `pattern`); "
                            f"longer than {limits.max_input_tokens} tokens is cut or refused, see `truncate`."}
     texts = {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": {"$ref": "#/components/schemas/Text"},
              "description": f"At most {limits.max_inputs} inputs per request (EMBEDDER_MAX_INPUTS)."}
