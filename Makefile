@@ -7,8 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian tools the tests and benchmark drive: wrk (load), caddy (baseline proxy), prometheus
-# (promtool, server), systemd (systemd-analyze verify of the unit file).
-APT_PACKAGES := wrk caddy prometheus systemd
+# (promtool, server), systemd (systemd-analyze verify of the unit file), openssl (a self-signed
+# certificate) and curl (an HTTPS client) for the TLS tests.
+APT_PACKAGES := wrk caddy prometheus systemd openssl curl
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 

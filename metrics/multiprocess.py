@@ -82,6 +82,8 @@ def rehome_if_deleted() -> bool:
     if not os.environ.get(ENV):
         return False
     files, values, lock = _value_internals()
+    if all(os.path.exists(f._fname) for f in list(files.values())):
+        return False  # the usual case, checked without holding up metric writes
     with lock:
         if all(os.path.exists(f._fname) for f in files.values()):
             return False
