@@ -68,7 +68,8 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
     TimedOut: ErrorKind(503, "timeout", "server_error", "timeout",
                         "Waited longer than EMBEDDER_REQUEST_TIMEOUT (`timeout`)."),
     Unavailable: ErrorKind(503, "unavailable", "server_error", "unavailable",
-                           "The worker is not serving: its batching thread died or hung (`unavailable`)."),
+                           "The worker is not serving: its batching thread died or hung; or, on `/metrics`, "
+                           "the metrics directory is full or not writable (`unavailable`)."),
     ClientGone: ErrorKind(499, "client_gone", "invalid_request_error", "client_gone",
                           "The client closed its connection while its request waited (nobody reads "
                           "this answer; it is counted, as nginx's 499)."),

@@ -9,6 +9,10 @@ Gunicorn each worker writes its own samples (prometheus_client multiprocess mode
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from metrics import safe_mmap
+
+safe_mmap.install()  # before the first metric: a full metrics filesystem must not SIGBUS a worker
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1,
                    0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWNER = "EMBEDDER_METRICS_MASTER_PID"
 log = logging.getLogger("embedder.metrics")
-_recreated_in: set[int] = set()  # pids that already logged a re-creation
+_recreated_in: set[int] = set()  # pids that already logged a re-creation (-pid: a failed one)
 
 
 def prepare_dir(base: str = "") -> str:
@@ -54,7 +54,13 @@ def ensure_dir() -> bool:
     path = os.environ.get(ENV)
     if not path or os.path.isdir(path):
         return False
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:  # a full or read-only filesystem: writes wait in memory (safe_mmap)
+        if -os.getpid() not in _recreated_in:
+            _recreated_in.add(-os.getpid())
+            log.warning("metrics directory %s was deleted and cannot be re-created: %s", path, exc)
+        return False
     if os.getpid() not in _recreated_in:
         _recreated_in.add(os.getpid())
         log.warning("metrics directory %s was deleted; re-created it: counts restart from here", path)
@@ -82,10 +88,10 @@ def rehome_if_deleted() -> bool:
     if not os.environ.get(ENV):
         return False
     files, values, lock = _value_internals()
-    if all(os.path.exists(f._fname) for f in list(files.values())):
+    if not any(_lost(f) for f in list(files.values())):
         return False  # the usual case, checked without holding up metric writes
     with lock:
-        if all(os.path.exists(f._fname) for f in files.values()):
+        if not any(_lost(f) for f in files.values()):
             return False
         ensure_dir()
         for f in files.values():
@@ -101,8 +107,33 @@ def rehome_if_deleted() -> bool:
     return True
 
 
+def _lost(f) -> bool:
+    """Whether an open metric file was deleted (one never opened, for want of space, is not)."""
+    return f._f is not None and not os.path.exists(f._fname)
+
+
+def flush_pending() -> str:
+    """In a worker: write the values its files had no space for (metrics/safe_mmap.py), if there
+    is space now. Returns why some still wait ("" when none does)."""
+    if not os.environ.get(ENV):
+        return ""
+    from metrics import safe_mmap
+
+    files, _, lock = _value_internals()
+    with lock:
+        waiting = [f for f in files.values() if getattr(f, "_pending", None)]
+        if not waiting:
+            return ""
+        ensure_dir()
+        errors = [f.error for f in waiting if not f.flush()]
+    if not errors:
+        safe_mmap.recovered()
+    return errors[0] if errors else ""
+
+
 def start_keeper(interval: float = 1.0) -> None:
-    """In a worker: a daemon thread that puts its metric files back if they are deleted."""
+    """In a worker: a daemon thread that puts its metric files back if they are deleted, and
+    writes the values kept in memory while the filesystem was full once there is space."""
     import threading
 
     def keep():
@@ -110,6 +141,7 @@ def start_keeper(interval: float = 1.0) -> None:
             time.sleep(interval)
             try:
                 rehome_if_deleted()
+                flush_pending()
             except Exception:  # never let metrics housekeeping take the worker down
                 log.exception("could not restore the metric files")
 
@@ -139,40 +171,65 @@ def _dir_lock(exclusive: bool):
 def mark_dead(pid: int) -> None:
     """In the master, when a worker exits: forget its live gauges, and add its counters and
     histograms into the merged files and delete its own (the totals stay; the files don't pile up
-    with every restart, which made scrapes slower and slower)."""
+    with every restart, which made scrapes slower and slower). All or nothing per file: without
+    space for its keys in the merged file, the dead worker's file stays, still read by scrapes.
+    Never raises: an error in Gunicorn's ``child_exit`` hook would stop the master."""
     if not os.environ.get(ENV):
         return
     from prometheus_client import multiprocess
-    from prometheus_client.mmap_dict import MmapedDict
 
-    multiprocess.mark_process_dead(pid)
-    if not os.path.isdir(os.environ[ENV]):
-        return
-    with _dir_lock(exclusive=True):
-        for typ in ("counter", "histogram"):
-            dead = os.path.join(os.environ[ENV], f"{typ}_{pid}.db")
-            if not os.path.exists(dead):
-                continue
-            merged = MmapedDict(os.path.join(os.environ[ENV], MERGED.format(typ=typ)))
-            try:
-                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
-                    merged.write_value(key, merged.read_value(key)[0] + value, timestamp)
-            finally:
-                merged.close()
-            os.remove(dead)
+    from metrics.safe_mmap import SafeMmapedDict
+
+    try:
+        multiprocess.mark_process_dead(pid)
+        if not os.path.isdir(os.environ[ENV]):
+            return
+        with _dir_lock(exclusive=True):
+            for typ in ("counter", "histogram"):
+                dead = os.path.join(os.environ[ENV], f"{typ}_{pid}.db")
+                if not os.path.exists(dead):
+                    continue
+                entries = list(SafeMmapedDict.read_all_values_from_file(dead))
+                merged = SafeMmapedDict(os.path.join(os.environ[ENV], MERGED.format(typ=typ)))
+                try:
+                    for key, *_ in entries:  # a slot for every key first: no half-merged file
+                        merged.read_value(key)
+                    if merged._pending:
+                        log.warning("no space to merge %s into %s: %s", dead, merged._fname, merged.error)
+                        continue
+                    for key, value, timestamp, _ in entries:
+                        merged.write_value(key, merged.read_value(key)[0] + value, timestamp)
+                finally:
+                    merged.close()
+                os.remove(dead)
+    except Exception:
+        log.exception("could not merge the metric files of worker %d", pid)
 
 
 def render() -> tuple[bytes, str]:
-    """The aggregate of every worker of this server, in the Prometheus text format."""
+    """The aggregate of every worker of this server, in the Prometheus text format.
+
+    Raises ``Unavailable`` (503) while this worker's values cannot be written to the metrics
+    directory (full or not writable): a scrape would show counts short of the truth."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
 
+        from embedder.errors import Unavailable
+
         ensure_dir()
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        with _dir_lock(exclusive=False):
-            return generate_latest(registry), CONTENT_TYPE_LATEST
+        problem = flush_pending()
+        try:
+            if not problem:
+                registry = CollectorRegistry()
+                multiprocess.MultiProcessCollector(registry)
+                with _dir_lock(exclusive=False):
+                    return generate_latest(registry), CONTENT_TYPE_LATEST
+        except OSError as exc:
+            problem = str(exc)
+        raise Unavailable(f"metrics unavailable: the metrics directory {os.environ[ENV]} is full or "
+                          f"not writable ({problem}); serving is not affected, and /metrics answers "
+                          "again once there is space")
     # A single process (tests with Flask's client): the default registry is the truth.
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
