@@ -1,10 +1,13 @@
 """Micro-batching inside one worker: request threads queue token ids, one thread runs the model.
 
 Whenever the model is free the batching thread plans the next forward pass from what is queued,
-across requests: it splits the oldest inputs by length into the passes that cost least by the
-backend's measured cost model (``batch_plan.py``) and runs the one holding the oldest input. There
-is no wait timer: a lone request pays one forward pass, a crowd shares batches of similar length.
-Each request gets back exactly its own rows.
+across requests: it takes queued inputs round-robin by request (each request's next input in
+turn), splits them by length into the passes that cost least by the backend's measured cost model
+(``batch_plan.py``) and runs the one holding the input of the request whose turn it is; requests
+served by that pass go to the back of the line. So a request of 256 inputs cannot hold the model
+while a single sentence waits, and nothing starves. There is no wait timer: a lone request pays
+one forward pass, a crowd shares batches of similar length. Each request gets back exactly its
+own rows.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from itertools import islice
 from typing import Callable
 
 import numpy as np
@@ -59,7 +63,7 @@ class _Job:
     """One request's inputs and, once computed, its vectors."""
 
     __slots__ = ("vectors", "remaining", "done", "error", "enqueued", "queue_seconds",
-                 "inference_seconds")
+                 "inference_seconds", "pending", "mean_tokens")
 
     def __init__(self, count: int, dimension: int):
         self.vectors = np.empty((count, dimension), dtype=np.float32)
@@ -69,6 +73,9 @@ class _Job:
         self.enqueued = time.perf_counter()
         self.queue_seconds = 0.0
         self.inference_seconds = 0.0
+        #: Its inputs still queued, in row order; non-empty exactly while the job is in the line.
+        self.pending: list[_Item] = []
+        self.mean_tokens = 0.0
 
 
 class _Item:
@@ -90,18 +97,21 @@ class Result:
 class Batcher:
     def __init__(self, forward: Callable[[list[list[int]]], np.ndarray], *, dimension: int,
                  max_batch_size: int, max_batch_tokens: int, max_queued_inputs: int,
-                 cost: OnlineCost | None = None):
+                 max_queued_tokens: int, cost: OnlineCost | None = None):
         self._forward = forward
         #: How the backend's pass time grows with inputs and length; the worker measures it.
         self.cost = cost or OnlineCost()
-        #: How many of the oldest queued inputs each plan looks at (bounds the planning work).
+        #: How many queued inputs each plan looks at (bounds the planning work).
         self.plan_window = 2 * max_batch_size
         self.dimension = dimension
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_queued_inputs = max_queued_inputs
-        self._queue: deque[_Item] = deque()
-        #: Tokens of the queued inputs (what admission estimates the queue's run time from).
+        self.max_queued_tokens = max_queued_tokens
+        #: Requests with inputs queued, in turn order: the line each plan serves from its front.
+        self._jobs: deque[_Job] = deque()
+        self._queued_inputs = 0
+        #: Tokens of the queued inputs (what admission counts and estimates run time from).
         self._queued_tokens = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -128,13 +138,14 @@ class Batcher:
         with self._cond:
             self.broken = reason
             error = Unavailable(f"worker not serving: {reason}")
-            for item in [*self._running, *self._queue]:
-                if item.job.remaining > 0:
-                    item.job.error, item.job.remaining = error, 0
-                    item.job.done.set()
-            m.QUEUED_INPUTS.dec(len(self._queue))
-            self._queue.clear()
-            self._queued_tokens = 0
+            for job in [*(item.job for item in self._running), *self._jobs]:
+                job.pending = []
+                if job.remaining > 0:
+                    job.error, job.remaining = error, 0
+                    job.done.set()
+            m.QUEUED_INPUTS.dec(self._queued_inputs)
+            self._jobs.clear()
+            self._queued_inputs = self._queued_tokens = 0
 
     def stalled_for(self) -> float:
         """Seconds the current forward pass has been running (0 when idle)."""
@@ -143,36 +154,45 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Inputs waiting for a forward pass."""
+        return self._queued_inputs
 
     # -- request side ----------------------------------------------------------------------
     def submit(self, token_ids: list[list[int]], timeout: float,
                gone: Callable[[], bool] | None = None) -> Result:
         """Queue one request's inputs and wait for their raw vectors, in order.
 
-        Refused (Overloaded) when the queue is full, or when the work queued ahead plus this
-        request's would not finish within ``timeout`` by the cost model. While it waits,
-        ``gone()`` (the client closed its connection?) is asked every :data:`GONE_CHECK` seconds;
-        if so its queued inputs are dropped before they reach the model (ClientGone)."""
+        Refused (Overloaded) when the queue is full (inputs or tokens), or when the work queued
+        ahead plus this request's would not finish within ``timeout`` by the cost model; a lone
+        request is always admitted. While it waits, ``gone()`` (the client closed its
+        connection?) is asked every :data:`GONE_CHECK` seconds; if so its queued inputs are
+        dropped before they reach the model (ClientGone)."""
         if self.broken is not None:
             raise Unavailable(f"worker not serving: {self.broken}")
         if not self.running():
             raise Unavailable("worker not ready: the batching thread is not running")
         job = _Job(len(token_ids), self.dimension)
+        if not token_ids:  # nothing to queue (an empty job would never leave the line)
+            return Result(job.vectors, 0.0, 0.0)
         items = [_Item(job, row, ids) for row, ids in enumerate(token_ids)]
         tokens = sum(len(ids) for ids in token_ids)
         with self._cond:
             if self.broken is not None:
                 raise Unavailable(f"worker not serving: {self.broken}")
-            if self._queue and len(self._queue) + len(items) > self.max_queued_inputs:
-                raise Overloaded(f"server busy: {len(self._queue)} inputs already queued in this worker; "
-                                 "retry shortly")
-            if self._queue:
-                ahead = self.estimated_seconds(len(self._queue) + len(items), self._queued_tokens + tokens)
+            if self._jobs:
+                if self._queued_inputs + len(items) > self.max_queued_inputs:
+                    raise Overloaded(f"server busy: {self._queued_inputs} inputs already queued in this "
+                                     "worker; retry shortly")
+                if self._queued_tokens + tokens > self.max_queued_tokens:
+                    raise Overloaded(f"server busy: {self._queued_tokens} tokens already queued in this "
+                                     f"worker, {tokens} more with this request; retry shortly")
+                ahead = self._seconds_until_done(len(items), tokens)
                 if ahead > timeout:
                     raise Overloaded(f"server busy: about {ahead:.1f} s of work queued in this worker "
                                      f"with this request, more than its {timeout:g} s deadline; retry later")
-            self._queue.extend(items)
+            job.pending, job.mean_tokens = items, tokens / len(items)
+            self._jobs.append(job)
+            self._queued_inputs += len(items)
             self._queued_tokens += tokens
             m.QUEUED_INPUTS.inc(len(items))
             self._cond.notify()
@@ -204,26 +224,51 @@ class Batcher:
         mean = tokens / max(inputs, 1)
         return (passes * cost.fixed + tokens * (cost.per_token + cost.per_token_length * mean)) / 1000
 
+    def _seconds_until_done(self, inputs: int, tokens: int) -> float:
+        """By the cost model, when a request of ``inputs`` inputs queued now would be done. Turns
+        are by request, so it waits for at most ``inputs`` inputs of each request in line (a
+        single sentence for one of each, not for all the work queued), each of its request's
+        mean length. Called with the lock held."""
+        ahead_inputs, ahead_tokens = inputs, tokens
+        for job in self._jobs:
+            count = min(len(job.pending), inputs)
+            ahead_inputs += count
+            ahead_tokens += count * job.mean_tokens
+        return self.estimated_seconds(ahead_inputs, ahead_tokens)
+
     def _drop(self, job: _Job, reason: str) -> None:
         """Remove a timed-out or abandoned job's queued inputs (called with the lock held)."""
-        kept = [item for item in self._queue if item.job is not job]
-        dropped = len(self._queue) - len(kept)
+        dropped = len(job.pending)
         if dropped:
-            self._queued_tokens -= sum(len(item.ids) for item in self._queue if item.job is job)
-            self._queue.clear()
-            self._queue.extend(kept)
+            self._jobs.remove(job)
+            self._queued_inputs -= dropped
+            self._queued_tokens -= sum(len(item.ids) for item in job.pending)
+            job.pending = []
             m.QUEUED_INPUTS.dec(dropped)
             m.DROPPED_INPUTS.labels(reason).inc(dropped)
         job.remaining = -1  # rows still in a running batch are ignored
 
     # -- batching thread -------------------------------------------------------------------------
     def _plan(self) -> list[_Item]:
-        """The next forward pass (called with the lock held): split the oldest queued inputs (up
-        to ``plan_window``) by length into the cheapest passes by the cost model, and take the pass
-        that holds the oldest input. Its rows leave the queue; the rest wait for the next plan,
-        which also sees what arrives meanwhile. The oldest input always goes next, so nothing
-        starves, and a long input runs with inputs of its own length, not with the short ones."""
-        window = [self._queue[i] for i in range(min(len(self._queue), self.plan_window))]
+        """The next forward pass (called with the lock held).
+
+        Fills a window of ``plan_window`` queued inputs round-robin over the line of requests
+        (each one's next input in turn, then each one's second, ...), splits it by length into the
+        cheapest passes by the cost model, and takes the pass holding the front request's next
+        input. Requests that got rows go to the back of the line, so a request of many inputs
+        gets a pass in turn with everyone else instead of holding the model, the front request
+        always progresses (nothing starves), and a long input runs with inputs of its own length.
+        The rest wait for the next plan, which also sees what arrives meanwhile."""
+        jobs, limit = self._jobs, self.plan_window
+        front = list(islice(jobs, limit))  # the requests the window reaches: a prefix of the line
+        window = [job.pending[0] for job in front]
+        # Requests with a next input for the next round (none when every request has one input).
+        deep = [job for job in front if len(job.pending) > 1] if self._queued_inputs > len(jobs) else []
+        multi, depth = bool(deep), 1
+        while deep and len(window) < limit:
+            window += [job.pending[depth] for job in deep[:limit - len(window)]]
+            depth += 1
+            deep = [job for job in deep if len(job.pending) > depth]
         order = sorted(range(len(window)), key=lambda i: len(window[i].ids))
         ends = split([len(window[i].ids) for i in order], self.cost.model,
                      self.max_batch_size, self.max_batch_tokens, MAX_PASS_MS)
@@ -233,12 +278,26 @@ class Batcher:
             if position < end:
                 break
             begin = end
-        chosen = set(order[begin:end])
         taken = [window[i] for i in order[begin:end]]
-        rest = [item for i, item in enumerate(window) if i not in chosen]
-        for _ in range(len(window)):
-            self._queue.popleft()
-        self._queue.extendleft(reversed(rest))
+        served = {item.job for item in taken}
+        back = []  # served requests with inputs left: to the back of the line
+        if multi:
+            chosen = set(taken)
+            for job in served:  # the taken rows leave its pending list; the rest keep their order
+                pending = job.pending
+                job.pending = [item for item in pending[:depth] if item not in chosen] + pending[depth:]
+            back = [job for job in front if job in served and job.pending]
+        else:  # the common case, one input per request: those served are done
+            for job in served:
+                job.pending = []
+        if len(front) == len(jobs):
+            jobs.clear()
+        else:
+            for _ in front:
+                jobs.popleft()
+        jobs.extendleft(reversed([job for job in front if job not in served]))  # keep their place
+        jobs.extend(back)
+        self._queued_inputs -= len(taken)
         self._queued_tokens -= sum(len(item.ids) for item in taken)
         m.QUEUED_INPUTS.dec(len(taken))
         m.PLAN_PASSES.observe(len(ends))
@@ -247,7 +306,7 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._jobs:
                     self._cond.wait()
                 items = self._plan()
                 self._running = items

@@ -167,6 +167,9 @@ class Settings:
                                     check=at_least(1))
     max_queued_inputs: int = setting(2048, "most inputs waiting in one worker; beyond it requests get 429",
                                      check=at_least(1))
+    max_queued_tokens: int = setting(65536, "most tokens waiting in one worker (8 full passes of the default "
+                                            "`EMBEDDER_MAX_BATCH_TOKENS`); beyond it requests get 429",
+                                     check=at_least(1))
     request_timeout: float = setting(30.0, "seconds a request may wait for its vectors; then 503 and its "
                                            "inputs leave the queue", check=at_least(0, exclusive=True))
     stall_timeout: float = setting(60.0, "seconds one forward pass may run before the worker is declared "

@@ -189,6 +189,7 @@ def build(settings, limits, model_id: str) -> dict:
                 "workers": {"type": "integer"}, "threads_per_worker": {"type": "integer"},
                 "pid": {"type": "integer"}, "max_batch_size": {"type": "integer"},
                 "max_batch_tokens": {"type": "integer"}, "max_queued_inputs": {"type": "integer"},
+                "max_queued_tokens": {"type": "integer"},
                 "batch_cost_ms": {
                     "type": "object",
                     "description": "The worker's measured cost model of one forward pass (ms): "

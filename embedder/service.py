@@ -77,7 +77,8 @@ class EmbeddingService:
         self.batcher = Batcher(backend.forward, dimension=model.dimension,
                                max_batch_size=settings.max_batch_size,
                                max_batch_tokens=settings.max_batch_tokens,
-                               max_queued_inputs=settings.max_queued_inputs)
+                               max_queued_inputs=settings.max_queued_inputs,
+                               max_queued_tokens=settings.max_queued_tokens)
         self.ready = False
         self.started_pid: int | None = None
         #: Token ids of GET /'s sentence, tokenized once.
@@ -155,6 +156,7 @@ class EmbeddingService:
             "max_batch_tokens": s.max_batch_tokens,
             "batch_cost_ms": self.batcher.cost.model.as_dict(),
             "max_queued_inputs": s.max_queued_inputs,
+            "max_queued_tokens": s.max_queued_tokens,
             "max_inputs": s.max_inputs,
             "max_input_chars": s.max_input_chars,
             "max_body_bytes": s.max_body_bytes,

@@ -28,11 +28,14 @@ class FakeForward:
     """Vector of a token-id list: [first id, length, sum]; records every batch it ran.
 
     ``entered`` is set when a forward pass begins; a pass waits for ``gate`` (open unless
-    ``held``) before computing; ``delay`` makes each pass slow, as a real model is.
+    ``held``) before computing; ``delay`` makes each pass slow, as a real model is; pass number
+    ``pause_at`` (1 = the first) also waits for ``resume``, so a test can look in between passes.
     """
 
-    def __init__(self, delay: float = 0.0, held: bool = False):
+    def __init__(self, delay: float = 0.0, held: bool = False, pause_at: int = 0):
         self.delay = delay
+        self.pause_at = pause_at
+        self.resume = threading.Event()
         self.batches: list[list[list[int]]] = []
         self.entered = threading.Event()
         self.gate = threading.Event()
@@ -44,6 +47,8 @@ class FakeForward:
         self.entered.set()
         if not self.gate.wait(2 * WAIT):  # backstop: teardown opens the gate anyway
             raise RuntimeError("test gate never opened")
+        if len(self.batches) == self.pause_at and not self.resume.wait(2 * WAIT):
+            raise RuntimeError("paused pass never resumed")
         if self.delay:
             time.sleep(self.delay)  # a slow forward pass inside the batching thread, not a wait
         return expected(batch)
@@ -83,7 +88,8 @@ def make():
     made: list[tuple[object, Batcher]] = []
 
     def build(forward, **kw) -> Batcher:
-        limits = dict(dimension=3, max_batch_size=16, max_batch_tokens=256, max_queued_inputs=1000)
+        limits = dict(dimension=3, max_batch_size=16, max_batch_tokens=256, max_queued_inputs=1000,
+                      max_queued_tokens=100_000)
         limits.update(kw)
         if isinstance(limits.get("cost"), CostModel):  # pinned: no refitting from the fake's timings
             limits["cost"] = OnlineCost(model=limits["cost"], refit_every=0)
@@ -96,6 +102,7 @@ def make():
     for forward, batcher in made:
         if isinstance(forward, FakeForward):
             forward.gate.set()
+            forward.resume.set()
         batcher.fail_all("test over")
 
 
@@ -224,6 +231,25 @@ def test_full_queue_is_refused(make):
     assert np.array_equal(waiting.result(timeout=WAIT).vectors, expected([[1]] * 3))
 
 
+def test_a_request_over_the_queued_token_limit_is_refused(make):
+    forward = FakeForward(held=True)
+    batcher = make(forward, max_queued_tokens=10)
+    running = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    waiting = in_thread(batcher.submit, [[2] * 3] * 2, WAIT)  # 6 tokens
+    wait_until(lambda: batcher.queued == 2, "6 tokens are queued")
+    with pytest.raises(Overloaded, match="6 tokens already queued"):
+        batcher.submit([[3] * 5], timeout=1)  # 6 + 5 > 10, though only 3 inputs
+    assert batcher.queued == 2  # the refused request queued nothing
+    fits = in_thread(batcher.submit, [[4] * 4], WAIT)  # 6 + 4 = 10: admitted
+    wait_until(lambda: batcher.queued == 3, "the request that fits is queued")
+    forward.gate.set()
+    for future, ids in ((running, [[1]]), (waiting, [[2] * 3] * 2), (fits, [[4] * 4])):
+        assert np.array_equal(future.result(timeout=WAIT).vectors, expected(ids))
+    # A lone request is admitted whatever its size.
+    assert np.array_equal(batcher.submit([[5] * 20], timeout=WAIT).vectors, expected([[5] * 20]))
+
+
 def test_deadline_drops_the_queued_inputs(make):
     forward = FakeForward(held=True)
     batcher = make(forward)
@@ -237,6 +263,91 @@ def test_deadline_drops_the_queued_inputs(make):
     # The dropped inputs never reach the model: the next pass runs only the next request.
     assert np.array_equal(batcher.submit([[4]], timeout=WAIT).vectors, expected([[4]]))
     assert forward.batches == [[[1]], [[4]]]
+
+
+def test_a_single_sentence_does_not_wait_for_a_request_of_many_inputs(make):
+    # Pass 5 pauses: the 256-input request needs 16 passes of 16, so it is still running then.
+    forward = FakeForward(held=True, pause_at=5)
+    batcher = make(forward, cost=CostModel(fixed=1.0, per_token=1.0))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    many = [[2, row] + [0] * 8 for row in range(256)]
+    big = in_thread(batcher.submit, many, WAIT)
+    wait_until(lambda: batcher.queued == 256, "the 256 inputs are queued")
+    single = in_thread(batcher.submit, [[3, 3]], WAIT)
+    wait_until(lambda: batcher.queued == 257, "the single sentence is queued behind them")
+    forward.gate.set()
+    assert np.array_equal(single.result(timeout=WAIT).vectors, expected([[3, 3]]))
+    assert not big.done()  # answered while the big request still has passes to go
+    passes = [{ids[0] for ids in batch} for batch in forward.batches[1:]]
+    assert passes.index({3}) <= 1  # in the next pass or the one after
+    forward.resume.set()
+    assert np.array_equal(big.result(timeout=WAIT).vectors, expected(many))  # rows in order
+    first.result(timeout=WAIT)
+
+
+def test_requests_of_many_inputs_take_turns(make):
+    forward = FakeForward(held=True)
+    # Padding costs more than a pass here, so inputs of different lengths never share a pass.
+    batcher = make(forward, max_batch_size=4, cost=CostModel(fixed=1.0, per_token=1.0))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    requests = {tag: [[tag, row] + [0] * tag for row in range(8)] for tag in (10, 20, 30)}
+    futures = {}
+    for tag, ids in requests.items():
+        futures[tag] = in_thread(batcher.submit, ids, WAIT)
+        wait_until(lambda: batcher.queued == 8 * len(futures), f"request {tag} is queued")
+    forward.gate.set()
+    for tag, ids in requests.items():
+        assert np.array_equal(futures[tag].result(timeout=WAIT).vectors, expected(ids))  # in order
+    first.result(timeout=WAIT)
+    owners = [{ids[0] for ids in batch} for batch in forward.batches[1:]]
+    # Oldest first, each request one pass in turn, rather than all of 10's passes first.
+    assert owners[:6] == [{10}, {20}, {30}] * 2
+    assert sum(map(len, forward.batches[1:])) == 24
+
+
+def test_requests_of_one_length_share_passes_in_turn(make):
+    forward = FakeForward(held=True)
+    batcher = make(forward, max_batch_size=4)
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    a, b = [[2, row] for row in range(8)], [[3, row] for row in range(8)]
+    fa = in_thread(batcher.submit, a, WAIT)
+    wait_until(lambda: batcher.queued == 8, "the first request is queued")
+    fb = in_thread(batcher.submit, b, WAIT)
+    wait_until(lambda: batcher.queued == 16, "both are queued")
+    forward.gate.set()
+    assert np.array_equal(fa.result(timeout=WAIT).vectors, expected(a))
+    assert np.array_equal(fb.result(timeout=WAIT).vectors, expected(b))
+    first.result(timeout=WAIT)
+    # Every pass holds both requests' next inputs, each in its own row order.
+    assert forward.batches[1:] == [[a[i], b[i], a[i + 1], b[i + 1]] for i in range(0, 8, 2)]
+
+
+def test_a_request_that_leaves_midway_drops_only_its_queued_rest(make):
+    from embedder.errors import ClientGone
+
+    forward = FakeForward(held=True, pause_at=3)
+    batcher = make(forward, cost=CostModel(fixed=1.0, per_token=1.0))
+    first = in_thread(batcher.submit, [[1]], WAIT)
+    assert forward.entered.wait(WAIT), "the first pass never began"
+    left = threading.Event()
+    leaving = in_thread(batcher.submit, [[2, row] for row in range(64)], WAIT, left.is_set)
+    wait_until(lambda: batcher.queued == 64, "its 64 inputs are queued")
+    staying = in_thread(batcher.submit, [[3, row] for row in range(20)], WAIT, lambda: False)
+    wait_until(lambda: batcher.queued == 84, "both are queued")
+    forward.gate.set()
+    wait_until(lambda: len(forward.batches) == 3, "two passes ran and a third began")
+    left.set()  # the client hangs up while part of its inputs have run
+    with pytest.raises(ClientGone):
+        leaving.result(timeout=WAIT)
+    forward.resume.set()
+    assert np.array_equal(staying.result(timeout=WAIT).vectors, expected([[3, row] for row in range(20)]))
+    first.result(timeout=WAIT)
+    wait_until(lambda: batcher.queued == 0, "nothing is left queued")
+    ran = sum(ids[0] == 2 for batch in forward.batches for ids in batch)
+    assert 0 < ran < 64 and batcher.submit([[4]], timeout=WAIT).vectors.shape == (1, 3)
 
 
 def test_forward_error_fails_only_that_batch(make):
@@ -430,9 +541,14 @@ def test_work_that_cannot_finish_before_the_deadline_is_refused(make):
     waiting = in_thread(batcher.submit, [[2] * 100] * 4, WAIT)  # 400 tokens: 0.4 s, admitted
     wait_until(lambda: batcher.queued == 4, "the first 400 tokens are queued")
     with pytest.raises(Overloaded, match="more than its 0.5 s deadline"):
-        batcher.submit([[3] * 100] * 2, timeout=0.5)  # 400 + 200 tokens: 0.6 s > 0.5 s
+        batcher.submit([[3] * 100] * 4, timeout=0.5)  # 400 + 400 tokens by turns: 0.8 s > 0.5 s
     assert batcher.queued == 4 and batcher.estimated_seconds(4, 400) == pytest.approx(0.4)
+    # Turns are by request: a single sentence waits for one input of the queued request, not all
+    # four (0.11 s, not 0.41 s), so a 0.3 s deadline admits it.
+    single = in_thread(batcher.submit, [[4] * 10], 0.3)
+    wait_until(lambda: batcher.queued == 5, "the single sentence is admitted")
     forward.gate.set()
+    assert np.array_equal(single.result(timeout=WAIT).vectors, expected([[4] * 10]))
     first.result(timeout=WAIT)
     waiting.result(timeout=WAIT)
     # An empty queue admits anything the other limits allow: a lone request is never refused.
