@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 
-from embedder import gunicorn_errors
 from embedder.config import Settings
 
 _settings = Settings.from_env()
@@ -28,8 +27,11 @@ logging.basicConfig(level=loglevel.upper(),
 
 bind = _settings.bind
 workers = _settings.layout().workers
-worker_class = "gthread"
+# Connections are read in an asyncio loop; a request gets one of `threads` threads only when it has
+# fully arrived, so stalled or slow clients hold no thread (embedder/edge_worker.py).
+worker_class = "embedder.edge_worker.EdgeWorker"
 threads = _settings.http_threads
+worker_connections = _settings.max_connections
 preload_app = True
 # A forward pass can be long on a busy machine; the heartbeat comes from the worker's main thread.
 timeout = 60
@@ -43,8 +45,6 @@ certfile = _settings.tls_cert or None
 keyfile = _settings.tls_key or None
 # Gunicorn's logger, with user names, query values and credential headers hidden in the access log.
 logger_class = "embedder.access_log.RedactingLogger"
-# Gunicorn's own error answers (bad request line, URI or headers over its limits, ...) as JSON.
-gunicorn_errors.install()
 
 
 def _service(worker):

@@ -148,8 +148,19 @@ class Settings:
     threads: int = setting(0, "intra-op threads per worker, torch's or ONNX Runtime's (inter-op: 1)",
                            check=at_least(0), aliases=(PREFIX + "TORCH_THREADS",),
                            shown="`0` = available cores ÷ workers, at least 1")
-    http_threads: int = setting(32, "gthread threads per worker; caps how many requests one worker "
-                                    "can batch together", check=at_least(1))
+    http_threads: int = setting(32, "request threads per worker (a request gets one once its whole body "
+                                    "has arrived); caps how many requests one worker can batch together",
+                                check=at_least(1))
+    max_connections: int = setting(1000, "most open connections per worker; a new one beyond it closes "
+                                         "the oldest that holds no request", check=at_least(1))
+    header_timeout: float = setting(10.0, "seconds a new connection has to send its first request's headers "
+                                          "(408 and closed after; a kept-alive connection has 5 s for the "
+                                          "next one's)", check=at_least(0, exclusive=True))
+    body_timeout: float = setting(10.0, "seconds a request body has to arrive, plus 1 s per "
+                                        "`EMBEDDER_BODY_MIN_RATE` bytes received (408 and closed after)",
+                                  check=at_least(0, exclusive=True))
+    body_min_rate: int = setting(1024, "bytes per second a slow body must keep up to earn more time",
+                                 check=at_least(1))
     model: str = setting("", "path of a local sentence-transformers model directory",
                          shown="empty = bundled all-MiniLM-L6-v2")
     model_id: str = setting("", "name reported by `/info` and in OpenAI's `model` field",

@@ -1,12 +1,11 @@
-"""Gunicorn's own error answers in the service's JSON error shape instead of HTML.
+"""Refusals made below the Flask app, in the service's JSON error shape instead of plain text.
 
-Some requests never reach the app: Gunicorn itself refuses a malformed request line (400), a URI
-over ``limit_request_line`` (414), a header over ``limit_request_field_size`` or too many headers
-(431), an unsupported transfer coding (501) and the like, answering with ``util.write_error``, an
-HTML page. Gunicorn has no hook for that body, so :func:`install` (called by ``gunicorn.conf.py``)
-replaces that one function with :func:`write_error`, which writes the native error shape
-``{"error": "<reason>: <Gunicorn's message>", "error_type": "<reason in snake case>"}`` (the route
-is not known yet, so never OpenAI's). Status codes, logging and the access log stay Gunicorn's.
+Some requests never reach the app: Gunicorn's HTTP parser refuses a malformed request line (400), a
+URI over ``limit_request_line`` (414), a header over ``limit_request_field_size`` or too many headers
+(431), an unsupported transfer coding (501); the edge worker (``edge_worker.py``) refuses headers or
+a body that arrive too slowly (408) and a body over the limit (413). They all answer with
+:func:`error_body`'s shape, ``{"error": "<reason>: <message>", "error_type": "<reason in snake
+case>"}`` (the route is not known yet, so never OpenAI's), and close the connection.
 """
 
 from __future__ import annotations
@@ -15,30 +14,32 @@ import re
 from http import HTTPStatus
 
 import orjson
-from gunicorn import util
 
 
-def reason_of(status_int: int, reason: str) -> str:
-    """Gunicorn's reason phrase, except where it does not fit the status (it answers an unsupported
-    transfer coding with "501 Bad Request")."""
-    return HTTPStatus(status_int).phrase if status_int == 501 else reason
+#: Phrases fixed here where Python's table changed between versions (3.13 renamed 413 and 414), so
+#: that ``error_type`` stays the same; 413's matches the app's own refusal of a long body.
+_REASONS = {413: "Request Entity Too Large", 414: "URI Too Long"}
 
 
-def error_body(status_int: int, reason: str, mesg: str) -> bytes:
+def reason_of(status: int) -> str:
+    if status in _REASONS:
+        return _REASONS[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(status: int, message: str) -> bytes:
+    reason = reason_of(status)
     code = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
-    message = f"{reason}: {mesg}" if mesg else reason
-    return orjson.dumps({"error": message, "error_type": code})
+    return orjson.dumps({"error": f"{reason}: {message}" if message else reason, "error_type": code})
 
 
-def write_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    """What ``gunicorn.util.write_error`` writes, as JSON: the same status and connection close."""
-    reason = reason_of(status_int, reason)
-    body = error_body(status_int, reason, mesg)
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-    util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-def install() -> None:
-    """Make Gunicorn's error answers JSON (its workers call ``util.write_error`` at answer time)."""
-    util.write_error = write_error
+def error_response(status: int, message: str, extra_headers=()) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, for a refusal written to the socket."""
+    body = error_body(status, message)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers)
+    head = (f"HTTP/1.1 {status} {reason_of(status)}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n")
+    return head.encode("latin-1") + body

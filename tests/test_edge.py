@@ -146,3 +146,107 @@ def test_heavy_requests_whose_clients_leave_do_not_hold_up_single_sentences(serv
     while _dropped(server) - dropped < 150 * pending and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _dropped(server) - dropped >= 150 * pending
+
+
+def test_stalled_and_slow_clients_do_not_take_the_service(server):
+    """1,000 connections that send nothing, 200 that trickle header lines and 200 that trickle a
+    body, from one client, held (reopened when closed) for 20 s: every single sentence another
+    client POSTs meanwhile is answered 200, p95 under 2 s; the read deadlines close every kind."""
+    from bench import stall
+
+    got = stall.run(server.url, idle=1000, slow_headers=200, slow_bodies=200, seconds=20)
+    assert got["probes"] >= 40 and got["statuses"] == {200: got["probes"]}, got
+    assert got["p95_s"] < 2, got
+    attack = got["attack"]
+    assert attack["open_max"] >= 1300, attack  # the attack really held its connections
+    assert set(attack["closed_by_server"]) == set(stall.KINDS), attack  # 10 s deadlines hit each kind
+    assert requests.post(server.url + "/embed", json={"inputs": "after"}, timeout=30).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def tight_server():
+    """One worker with short read deadlines and room for 20 connections."""
+    from bench.servers import Gunicorn
+
+    env = {"EMBEDDER_HEADER_TIMEOUT": "1", "EMBEDDER_BODY_TIMEOUT": "1", "EMBEDDER_BODY_MIN_RATE": "100",
+           "EMBEDDER_MAX_CONNECTIONS": "20"}
+    with Gunicorn(workers=1, env=env) as srv:
+        yield srv
+
+
+def _read_all(sock) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_headers_that_do_not_arrive_in_time_get_408_and_the_connection_closes(tight_server):
+    import socket
+
+    for sent in (b"", b"POST /embed HTTP/1.1\r\nHost: x\r\n"):  # nothing; half the headers
+        with socket.create_connection(("127.0.0.1", tight_server.port), timeout=10) as sock:
+            began = time.monotonic()
+            sock.sendall(sent)
+            data = _read_all(sock)
+            assert 0.8 < time.monotonic() - began < 5
+            assert data.startswith(b"HTTP/1.1 408 "), data
+            assert json.loads(data.partition(b"\r\n\r\n")[2])["error_type"] == "request_timeout"
+
+
+def test_a_body_slower_than_the_minimum_rate_gets_408_one_faster_is_served(tight_server):
+    import socket
+
+    body = json.dumps({"inputs": "a body sent slowly " * 30}).encode()
+    head = (f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", tight_server.port), timeout=10) as sock:
+        sock.sendall(head + body[:1])  # then nothing: 1 s + 1/100 s allowed
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert b"did not arrive in time" in data
+    with socket.create_connection(("127.0.0.1", tight_server.port), timeout=10) as sock:
+        sock.sendall(head)  # and no body at all
+        assert _read_all(sock).startswith(b"HTTP/1.1 408 ")
+    with socket.create_connection(("127.0.0.1", tight_server.port), timeout=10) as sock:
+        sock.sendall(head)
+        for i in range(0, len(body), 60):  # 120 bytes/s for ~5 s, past the 1 s: over the minimum rate
+            time.sleep(0.5)
+            sock.sendall(body[i:i + 60])
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 200 "), data[:300]
+
+
+def test_a_body_announced_over_the_limit_is_413_before_it_is_sent(tight_server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", tight_server.port), timeout=10) as sock:
+        sock.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 99999999\r\n\r\n")
+        data = _read_all(sock)
+    assert data.startswith(b"HTTP/1.1 413 "), data
+    assert json.loads(data.partition(b"\r\n\r\n")[2])["error_type"] == "request_entity_too_large"
+
+
+def test_over_the_connection_limit_the_oldest_idle_connection_is_closed(tight_server):
+    import socket
+
+    idle = [socket.create_connection(("127.0.0.1", tight_server.port), timeout=10) for _ in range(25)]
+    try:
+        time.sleep(0.3)
+        closed = []
+        for i, sock in enumerate(idle):
+            sock.setblocking(False)
+            try:
+                closed.append(i) if sock.recv(1) == b"" else None
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed.append(i)
+        assert closed and closed == list(range(len(closed))), closed  # the oldest ones, in order
+        assert len(closed) >= 5
+        r = requests.post(tight_server.url + "/embed", json={"inputs": "room for me"}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
