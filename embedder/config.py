@@ -188,6 +188,9 @@ class Settings:
     max_inputs: int = setting(256, "most inputs per request (422 beyond)", check=at_least(1))
     max_input_chars: int = setting(20000, "most characters per input, or token ids per token-id input, "
                                           "checked before truncation (422 beyond)", check=at_least(1))
+    openai_token_ids: bool = setting(False, "take token-id input on `/v1/embeddings` as ids of the served "
+                                            "model's own vocabulary; off: 422, since OpenAI clients that send "
+                                            "ids (LangChain's default) send tiktoken's, of another vocabulary")
     max_body_bytes: int = setting(4 * 1024 * 1024, "most bytes per request body (413 beyond)",
                                   check=at_least(1))
     api_key: str = setting("", "when set, every route but `/health` and `/openapi.json` needs "

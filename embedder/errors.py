@@ -30,6 +30,10 @@ class InputTooLong(InvalidInput):
         self.index, self.tokens, self.limit = index, tokens, limit
 
 
+class ModelNotFound(EmbedderError):
+    """The request names a model this server does not serve (OpenAI's ``model`` field)."""
+
+
 class Overloaded(EmbedderError):
     """The worker's queue is full; the client should retry shortly."""
 

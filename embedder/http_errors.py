@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from .errors import ClientGone, EmbedderError, InvalidInput, Overloaded, TimedOut, Unavailable
+from .errors import ClientGone, EmbedderError, InvalidInput, ModelNotFound, Overloaded, TimedOut, Unavailable
 
 
 class MalformedJSON(EmbedderError):
@@ -49,6 +49,9 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
         "Missing or wrong API key (only when EMBEDDER_API_KEY is set).",
         {"WWW-Authenticate": 'Bearer realm="embedder"'}),
     NotFound: ErrorKind(404, "not_found", "invalid_request_error", None, "No such route."),
+    ModelNotFound: ErrorKind(404, "model_not_found", "invalid_request_error", "validation",
+                             "`model` names a model this server does not serve (`GET /v1/models` lists "
+                             "the one it does)."),
     MethodNotAllowed: ErrorKind(405, "method_not_allowed", "invalid_request_error", None,
                                 "Method not allowed on this route; `Allow` lists the methods that are."),
     RequestEntityTooLarge: ErrorKind(413, "request_entity_too_large", "invalid_request_error", "validation",
@@ -59,8 +62,9 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
         422, "validation", "invalid_request_error", "validation",
         "Well-formed JSON that breaks a rule: a missing field, a wrong type, an empty list or string, a "
         "limit (EMBEDDER_MAX_INPUTS, EMBEDDER_MAX_INPUT_CHARS), `dimensions` out of range, an unknown "
-        "`prompt_name`, a token id outside the vocabulary, or an input over the model's token limit "
-        "with `truncate: false`. The message names the field."),
+        "`prompt_name`, a token id outside the vocabulary, token ids on the OpenAI route (unless "
+        "EMBEDDER_OPENAI_TOKEN_IDS is set), or an input over the model's token limit with "
+        "`truncate: false`. The message names the field."),
     Overloaded: ErrorKind(429, "overloaded", "rate_limit_error", "overloaded",
                           "This worker's queue is full (EMBEDDER_MAX_QUEUED_INPUTS), or the work queued "
                           "in it would not finish within EMBEDDER_REQUEST_TIMEOUT; retry after "

@@ -31,6 +31,13 @@ class Tokenizer(Protocol):
     def wrapped_ids(self, text: str) -> list[int]:
         """Token ids of one text with the special tokens the tokenizer adds."""
 
+    def tokens(self, text: str, add_special_tokens: bool) -> list[tuple[int, str, bool, int, int]]:
+        """``(id, token, special, start, stop)`` of each token of one text, untruncated; start and
+        stop are character offsets into ``text``."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+        """The text of token ids, as the tokenizer's decoder writes it."""
+
 
 class TransformersTokenizer:
     """A Hugging Face (transformers) tokenizer behind the :class:`Tokenizer` methods."""
@@ -44,6 +51,17 @@ class TransformersTokenizer:
 
     def wrapped_ids(self, text: str) -> list[int]:
         return self.hf(text, add_special_tokens=True)["input_ids"]
+
+    def tokens(self, text: str, add_special_tokens: bool) -> list[tuple[int, str, bool, int, int]]:
+        out = self.hf(text, add_special_tokens=add_special_tokens, truncation=False, verbose=False,
+                      return_offsets_mapping=True, return_special_tokens_mask=True)
+        ids = out["input_ids"]
+        return [(i, token, bool(special), start, stop) for i, token, special, (start, stop)
+                in zip(ids, self.hf.convert_ids_to_tokens(ids), out["special_tokens_mask"],
+                       out["offset_mapping"])]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+        return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
 @dataclass

@@ -170,6 +170,15 @@ class FileTokenizer:
         """Token ids of one text with the special tokens the tokenizer adds."""
         return self.backend.encode(text, add_special_tokens=True).ids
 
+    def tokens(self, text: str, add_special_tokens: bool) -> list[tuple[int, str, bool, int, int]]:
+        """``(id, token, special, start, stop)`` of each token, character offsets into ``text``."""
+        e = self.backend.encode(text, add_special_tokens=add_special_tokens)
+        return [(i, token, bool(special), start, stop) for i, token, special, (start, stop)
+                in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets)]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
 
 @dataclass
 class TokenizerSetup:

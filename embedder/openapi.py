@@ -127,6 +127,17 @@ def build(settings, limits, model_id: str) -> dict:
     prompts = sorted(limits.prompts)
     prompt_name = _nullable({"type": "string", "enum": prompts}) if prompts else {"type": "null"}
     vector = {"type": "array", "minItems": 1, "maxItems": dim, "items": {"type": "number"}}
+    truncation_direction = _nullable({"type": "string", "enum": ["right", "Right"],
+                                      "description": "Long inputs are cut at their end; `left` is refused."})
+    any_ids = {"type": "array", "minItems": 1, "maxItems": chars, "items": token_id,
+               "description": f"Token ids, special tokens included if wanted: at most {chars}."}
+    model_card = {"type": "object", "required": ["id", "object", "created", "owned_by"],
+                  "properties": {"id": {"type": "string"}, "object": {"const": "model"},
+                                 "created": {"type": "integer"}, "owned_by": {"type": "string"}}}
+    openai_inputs = [{"$ref": "#/components/schemas/Text"}, texts]
+    if limits.openai_token_ids:
+        openai_inputs += [token_ids, {"type": "array", "minItems": 1, "maxItems": limits.max_inputs,
+                                      "items": token_ids}]
 
     schemas = {
         "Text": text,
@@ -142,18 +153,73 @@ def build(settings, limits, model_id: str) -> dict:
                                                       "false refuses them with 422."}),
                 "dimensions": dimensions,
                 "prompt_name": prompt_name,
+                "truncation_direction": truncation_direction,
             },
         },
+        "TokenizeRequest": {
+            "type": "object", "required": ["inputs"],
+            "description": "text-embeddings-inference's request. Unknown fields are ignored.",
+            "properties": {
+                "inputs": {"anyOf": [{"$ref": "#/components/schemas/Text"}, texts]},
+                "add_special_tokens": _nullable({"type": "boolean", "default": True}),
+                "prompt_name": prompt_name,
+            },
+        },
+        "TokenizeResponse": {
+            "type": "array", "minItems": 1, "maxItems": limits.max_inputs,
+            "description": "Every token of each input, untruncated; `start`/`stop`: UTF-8 byte offsets "
+                           "into the input (null for special tokens).",
+            "items": {"type": "array", "items": {
+                "type": "object", "required": ["id", "text", "special", "start", "stop"],
+                "properties": {"id": token_id, "text": {"type": "string"}, "special": {"type": "boolean"},
+                               "start": {"type": ["integer", "null"], "minimum": 0},
+                               "stop": {"type": ["integer", "null"], "minimum": 0}}}}},
+        "DecodeRequest": {
+            "type": "object", "required": ["ids"],
+            "description": "text-embeddings-inference's request. Unknown fields are ignored.",
+            "properties": {
+                "ids": {"anyOf": [any_ids, {"type": "array", "minItems": 1, "maxItems": limits.max_inputs,
+                                            "items": any_ids}]},
+                "skip_special_tokens": _nullable({"type": "boolean", "default": True}),
+            },
+        },
+        "DecodeResponse": {"type": "array", "minItems": 1, "maxItems": limits.max_inputs,
+                           "items": {"type": "string"}, "description": "The text of each list of ids."},
+        "SimilarityRequest": {
+            "type": "object", "required": ["inputs"],
+            "description": "The sentence-similarity task's request (text-embeddings-inference, "
+                           "huggingface_hub's `sentence_similarity`). Unknown fields are ignored.",
+            "properties": {
+                "inputs": {"type": "object", "required": ["source_sentence", "sentences"], "properties": {
+                    "source_sentence": {"$ref": "#/components/schemas/Text"},
+                    "sentences": {**texts, "maxItems": limits.max_inputs - 1,
+                                  "description": "Compared with the source sentence; with it, at most "
+                                                 f"{limits.max_inputs} texts (EMBEDDER_MAX_INPUTS)."}}},
+                "parameters": _nullable({"type": "object", "properties": {
+                    "truncate": _nullable({"type": "boolean", "default": True}),
+                    "truncation_direction": truncation_direction,
+                    "prompt_name": prompt_name}}),
+            },
+        },
+        "SimilarityResponse": {"type": "array", "minItems": 1, "maxItems": limits.max_inputs - 1,
+                               "items": {"type": "number", "minimum": -1.0001, "maximum": 1.0001},
+                               "description": "Cosine similarity of the source sentence with each sentence."},
+        "ModelList": {"type": "object", "required": ["object", "data"],
+                      "properties": {"object": {"const": "list"},
+                                     "data": {"type": "array", "minItems": 1, "maxItems": 1,
+                                              "items": {"$ref": "#/components/schemas/Model"}}}},
+        "Model": model_card,
         "OpenAIEmbeddingRequest": {
             "type": "object", "required": ["input"],
-            "description": "OpenAI's request. `model`, `user` and other fields are accepted and ignored; "
-                           "inputs over the token limit are cut.",
+            "description": "OpenAI's request. `user` and other fields are accepted and ignored; inputs "
+                           "over the token limit are cut. Token ids are taken only when "
+                           "EMBEDDER_OPENAI_TOKEN_IDS is set (422 otherwise: OpenAI clients send "
+                           "tiktoken's ids, another vocabulary).",
             "properties": {
-                "input": {"anyOf": [
-                    {"$ref": "#/components/schemas/Text"}, texts, token_ids,
-                    {"type": "array", "minItems": 1, "maxItems": limits.max_inputs, "items": token_ids},
-                ]},
-                "model": _nullable({"type": "string"}),
+                "input": {"anyOf": openai_inputs},
+                "model": _nullable({"type": "string", "enum": sorted(limits.model_names),
+                                    "description": "The served model (its id or the id's last part); "
+                                                   "another is 404 `model_not_found`."}),
                 "encoding_format": _nullable({"type": "string", "enum": ["float", "base64"], "default": "float",
                                               "description": "base64: little-endian float32 bytes."}),
                 "dimensions": dimensions,
@@ -199,6 +265,15 @@ def build(settings, limits, model_id: str) -> dict:
                 "max_inputs": {"type": "integer"}, "max_input_chars": {"type": "integer"},
                 "max_body_bytes": {"type": "integer"}, "request_timeout": {"type": "number"},
                 "version": {"type": "string"},
+                "model_sha": {"type": "null"}, "model_dtype": {"type": "string"},
+                "served_model_name": {"type": "string"},
+                "model_type": {"type": "object", "required": ["embedding"],
+                               "properties": {"embedding": {"type": "object", "required": ["pooling"],
+                                                            "properties": {"pooling": {"type": "string"}}}}},
+                "max_concurrent_requests": {"type": "integer"}, "max_input_length": {"type": "integer"},
+                "max_batch_requests": {"type": "integer"}, "max_client_batch_size": {"type": "integer"},
+                "auto_truncate": {"type": "boolean"}, "tokenization_workers": {"type": "integer"},
+                "sha": {"type": "null"}, "docker_label": {"type": "null"},
             },
         },
     }
@@ -215,16 +290,40 @@ def build(settings, limits, model_id: str) -> dict:
     openai_op = op("Embed texts or token ids (OpenAI's shape)",
                    _json_ok("The vectors.", {"$ref": "#/components/schemas/OpenAIEmbeddingResponse"},
                             _TIMING_HEADERS),
-                   embedding_errors, shape=OPENAI, body="OpenAIEmbeddingRequest")
+                   embedding_errors + [404], shape=OPENAI, body="OpenAIEmbeddingRequest")
+    embed_op = op("Embed texts (text-embeddings-inference's shape)",
+                  _json_ok("The vectors.", {"$ref": "#/components/schemas/EmbedResponse"}, _TIMING_HEADERS),
+                  embedding_errors, body="EmbedRequest")
+    parse_errors = [400, 413, 415, 422, 500]
+    models_op = op("The served model (OpenAI's model list)",
+                   _json_ok("One model.", {"$ref": "#/components/schemas/ModelList"}), [500], shape=OPENAI)
+    model_op = op("The served model by name (OpenAI's model object)",
+                  _json_ok("The model.", {"$ref": "#/components/schemas/Model"}), [404, 500], shape=OPENAI)
+    model_op["parameters"] = [{"name": "model", "in": "path", "required": True,
+                               "description": "The served model's id or the id's last part; another is 404.",
+                               "schema": {"type": "string", "enum": sorted(limits.model_names)}}]
     paths = {
         "/": {"get": op('Encode "this is a test", as the original Flask benchmark did',
-                        _text_ok("Always `ok`.", {"type": "string", "const": "ok"}), [429, 500, 503])},
-        "/embed": {"post": op("Embed texts (text-embeddings-inference's shape)",
-                              _json_ok("The vectors.", {"$ref": "#/components/schemas/EmbedResponse"},
-                                       _TIMING_HEADERS),
-                              embedding_errors, body="EmbedRequest")},
+                        _text_ok("Always `ok`.", {"type": "string", "const": "ok"}), [429, 500, 503]),
+              "post": {**embed_op, "summary": "Same as /embed (text-embeddings-inference's route for "
+                                              "its model's task)"}},
+        "/embed": {"post": embed_op},
+        "/similarity": {"post": op("Cosine similarity of a source sentence with others",
+                                   _json_ok("One score per sentence, in order.",
+                                            {"$ref": "#/components/schemas/SimilarityResponse"}, _TIMING_HEADERS),
+                                   embedding_errors, body="SimilarityRequest")},
+        "/tokenize": {"post": op("The model's tokens of each text (text-embeddings-inference's shape)",
+                                 _json_ok("The tokens.", {"$ref": "#/components/schemas/TokenizeResponse"}),
+                                 parse_errors, body="TokenizeRequest")},
+        "/decode": {"post": op("The text of token ids (text-embeddings-inference's shape)",
+                               _json_ok("The texts.", {"$ref": "#/components/schemas/DecodeResponse"}),
+                               parse_errors, body="DecodeRequest")},
         "/v1/embeddings": {"post": openai_op},
         "/embeddings": {"post": {**openai_op, "summary": "Same as /v1/embeddings"}},
+        "/v1/models": {"get": models_op},
+        "/models": {"get": {**models_op, "summary": "Same as /v1/models"}},
+        "/v1/models/{model}": {"get": model_op},
+        "/models/{model}": {"get": {**model_op, "summary": "Same as /v1/models/{model}"}},
         "/health": {"get": op("Liveness: the model is loaded and the batching thread runs",
                               _json_ok("Healthy.", {"type": "object", "required": ["status"],
                                                     "properties": {"status": {"const": "ok"}}}),
@@ -246,7 +345,7 @@ def build(settings, limits, model_id: str) -> dict:
             "description": (
                 f"Sentence embeddings from {model_id} ({dim} dimensions). Errors are JSON: "
                 '`{"error": str, "error_type": str}` on native routes and OpenAI\'s '
-                '`{"error": {"message", "type", "param", "code"}}` on /v1/embeddings and /embeddings, '
+                '`{"error": {"message", "type", "param", "code"}}` on OpenAI\'s routes (/v1/..., /embeddings, /models), '
                 "also for unknown routes (404, `not_found`) and methods (405, `method_not_allowed`, "
                 "with `Allow`)."
                 + (" Every route but /health, /openapi.json"

@@ -7,7 +7,10 @@ from flask import Response, request
 
 from .http_errors import kind_of, native_body, openai_body
 
-OPENAI_ROUTES = ("/v1/embeddings", "/embeddings")
+def is_openai_path(path: str) -> bool:
+    """Whether errors on ``path`` take OpenAI's shape: OpenAI's routes, and anything under ``/v1/``
+    (an unknown route there is an OpenAI client's mistake, so its 404 is OpenAI's too)."""
+    return path.startswith(("/v1/", "/models/")) or path in ("/embeddings", "/models")
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -18,5 +21,5 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 def error_response(error: BaseException, headers: dict | None = None) -> Response:
     """The error as the route's API shapes it, with the table's status and fixed headers."""
     kind = kind_of(error)
-    body = openai_body(error) if request.path in OPENAI_ROUTES else native_body(error)
+    body = openai_body(error) if is_openai_path(request.path) else native_body(error)
     return json_response(body, kind.status, {**kind.headers, **(headers or {})})

@@ -1,5 +1,6 @@
-"""HTTP routes: the original benchmark's ``/``, TEI's ``/embed``, OpenAI's ``/v1/embeddings``,
-and ``/health``, ``/info``, ``/metrics``, ``/openapi.json``."""
+"""HTTP routes: the original benchmark's ``GET /``; text-embeddings-inference's ``POST /embed``
+(and ``POST /``), ``/tokenize``, ``/decode``, ``/similarity``; OpenAI's ``/v1/embeddings`` and
+``/v1/models``; and ``/health``, ``/info``, ``/metrics``, ``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from metrics.multiprocess import render
 
 from . import openapi
-from .errors import Unavailable
+from .errors import ModelNotFound, Unavailable
 from .responses import json_response
 from .service import WARMUP_TEXT, EmbeddingService, EmbedRequest, Embeddings
-from .validation import parse_json, parse_openai, parse_tei
+from .validation import parse_decode, parse_json, parse_openai, parse_similarity, parse_tei, parse_tokenize
 
 api = Blueprint("api", __name__)
 
@@ -63,6 +64,7 @@ def original_benchmark():
 
 
 @api.post("/embed")
+@api.post("/")  # TEI's route for its model's task: embedding here (huggingface_hub's InferenceClient)
 def embed():
     service = _service()
     data = parse_json(_body(), request.content_type)
@@ -88,6 +90,50 @@ def openai_embeddings():
         "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
     }
     return json_response(body, headers=_timing_headers(result))
+
+
+@api.post("/similarity")
+def similarity():
+    service = _service()
+    data = parse_json(_body(), request.content_type)
+    scores, result = service.similarity(parse_similarity(data, service.limits), _client_gone())
+    return json_response(scores, headers=_timing_headers(result))
+
+
+@api.post("/tokenize")
+def tokenize():
+    service = _service()
+    texts, add_special_tokens, prompt_name = parse_tokenize(parse_json(_body(), request.content_type),
+                                                            service.limits)
+    return json_response(service.tokenize(texts, add_special_tokens, prompt_name))
+
+
+@api.post("/decode")
+def decode():
+    service = _service()
+    ids, skip_special_tokens = parse_decode(parse_json(_body(), request.content_type), service.limits)
+    return json_response(service.decode(ids, skip_special_tokens))
+
+
+def _model_card(service: EmbeddingService) -> dict:
+    return {"id": service.model_id, "object": "model", "created": service.created, "owned_by": "embedder"}
+
+
+@api.get("/v1/models")
+@api.get("/models")
+def models():
+    """OpenAI's model list: the one model this server serves."""
+    return json_response({"object": "list", "data": [_model_card(_service())]})
+
+
+@api.get("/v1/models/<path:model>")
+@api.get("/models/<path:model>")
+def model(model: str):
+    service = _service()
+    if model not in service.limits.model_names:
+        raise ModelNotFound(f"The model '{model}' does not exist on this server; it serves "
+                            f"'{service.model_id}'", param="model")
+    return json_response(_model_card(service))
 
 
 @api.get("/health")

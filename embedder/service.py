@@ -54,6 +54,10 @@ class Limits:
     vocab_size: int
     max_input_tokens: int
     prompts: dict = field(default_factory=dict)
+    #: Names a request may give as OpenAI's ``model``: the served id and its last path part.
+    model_names: frozenset = frozenset()
+    #: Whether token-id input on the OpenAI route is taken as the model's own vocabulary.
+    openai_token_ids: bool = False
 
 
 @dataclass
@@ -73,7 +77,12 @@ class EmbeddingService:
         self.model_id: str = model.model_id
         self.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars,
                              dimension=model.dimension, vocab_size=model.vocab_size,
-                             max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts))
+                             max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts),
+                             model_names=frozenset({model.model_id, model.model_id.rpartition("/")[2]}),
+                             openai_token_ids=settings.openai_token_ids)
+        #: When this server loaded its model (in the master, so every worker says the same): the
+        #: ``created`` of OpenAI's model list.
+        self.created = int(time.time())
         self.batcher = Batcher(backend.forward, dimension=model.dimension,
                                max_batch_size=settings.max_batch_size,
                                max_batch_tokens=settings.max_batch_tokens,
@@ -162,7 +171,52 @@ class EmbeddingService:
             "max_body_bytes": s.max_body_bytes,
             "request_timeout": s.request_timeout,
             "version": __version__,
+            # text-embeddings-inference's /info fields, for clients that read them.
+            "model_sha": None,
+            "model_dtype": s.quantize or "float32",
+            "served_model_name": self.model_id,
+            "model_type": {"embedding": {"pooling": "_".join(self.model.pooling_modes) or "mean"}},
+            "max_concurrent_requests": self.layout.workers * s.http_threads,
+            "max_input_length": self.model.max_input_tokens,
+            "max_batch_requests": s.max_batch_size,
+            "max_client_batch_size": s.max_inputs,
+            "auto_truncate": True,
+            "tokenization_workers": self.layout.workers * s.http_threads,
+            "sha": None,
+            "docker_label": None,
         }
+
+    def tokenize(self, texts: list[str], add_special_tokens: bool, prompt_name: str | None) -> list[list[dict]]:
+        """text-embeddings-inference's ``/tokenize``: every token of each text (prompt first, if
+        named), untruncated; ``start``/``stop`` are UTF-8 byte offsets into the text, as TEI gives,
+        and None for special tokens, whose ``text`` is the token itself."""
+        out = []
+        for text in texts:
+            if prompt_name:
+                text = self.model.prompts[prompt_name] + text
+            rows = []
+            for token_id, token, special, start, stop in self.model.tokenizer.tokens(text, add_special_tokens):
+                if special:
+                    rows.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
+                else:
+                    begin = len(text[:start].encode("utf-8"))
+                    piece = text[start:stop]
+                    rows.append({"id": token_id, "text": piece, "special": False, "start": begin,
+                                 "stop": begin + len(piece.encode("utf-8"))})
+            out.append(rows)
+        return out
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """text-embeddings-inference's ``/decode``: the text of each list of token ids."""
+        return [self.model.tokenizer.decode(row, skip_special_tokens) for row in ids]
+
+    def similarity(self, request: EmbedRequest, gone=None) -> tuple[list[float], Embeddings]:
+        """text-embeddings-inference's ``/similarity``: the cosine similarity of the request's first
+        text with each of the others, from one embedding request (same batching and limits)."""
+        result = self.embed(EmbedRequest(texts=request.texts, truncate=request.truncate,
+                                         prompt_name=request.prompt_name, normalize=True), gone)
+        vectors = result.vectors
+        return (vectors[1:] @ vectors[0]).astype(float).tolist(), result
 
     def embed(self, request: EmbedRequest, gone=None) -> Embeddings:
         """Vectors of a validated request, in input order. Raises InputTooLong, Overloaded,

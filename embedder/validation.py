@@ -14,7 +14,7 @@ import unicodedata
 
 import orjson
 
-from .errors import InvalidInput
+from .errors import InvalidInput, ModelNotFound
 from .http_errors import MalformedJSON, UnsupportedMediaType
 from .service import EmbedRequest, Limits
 
@@ -135,28 +135,60 @@ def _token_ids(value: list, limits: Limits) -> list[list[int]]:
     if any(ids is None for ids in lists):
         raise InvalidInput("'input' must be a string, a list of strings, a list of "
                            "token ids or a list of lists of token ids, with nothing empty", param="input")
-    _check_count(len(lists), "input", limits)
+    if not limits.openai_token_ids:
+        raise InvalidInput(
+            "'input' is token ids, and this server does not take token ids on this route: OpenAI "
+            "clients tokenize with tiktoken, another vocabulary than this model's, so the vectors "
+            "would be of other words. Send the text instead (LangChain's OpenAIEmbeddings: "
+            "check_embedding_ctx_length=False). To send ids of this model's own vocabulary, the "
+            "server must be started with EMBEDDER_OPENAI_TOKEN_IDS=true.", param="input")
+    return _checked_ids(lists, "input", limits)
+
+
+def _checked_ids(lists: list[list[int]], name: str, limits: Limits) -> list[list[int]]:
+    _check_count(len(lists), name, limits)
     for index, ids in enumerate(lists):
         if len(ids) > limits.max_input_chars:  # before any truncation: a cap on what is held
-            raise InvalidInput(f"'input[{index}]' has {len(ids)} token ids, more than the limit of "
-                               f"{limits.max_input_chars}", param="input")
+            raise InvalidInput(f"'{name}[{index}]' has {len(ids)} token ids, more than the limit of "
+                               f"{limits.max_input_chars}", param=name)
         if any(not 0 <= v < limits.vocab_size for v in ids):
-            raise InvalidInput(f"'input[{index}]' has a token id outside 0..{limits.vocab_size - 1}",
-                               param="input")
+            raise InvalidInput(f"'{name}[{index}]' has a token id outside 0..{limits.vocab_size - 1}",
+                               param=name)
     return lists
 
 
-def parse_tei(data: dict, limits: Limits) -> EmbedRequest:
-    """``POST /embed``: text-embeddings-inference's request shape."""
-    if "inputs" not in data:
-        raise InvalidInput("missing field 'inputs'", param="inputs")
+def _prompt_name(data: dict, limits: Limits) -> str | None:
     prompt_name = data.get("prompt_name")
     if prompt_name is not None and (not isinstance(prompt_name, str) or prompt_name not in limits.prompts):
         known = ", ".join(sorted(limits.prompts)) or "none"
         raise InvalidInput(f"'prompt_name' must be one of the model's prompts ({known})",
                            param="prompt_name")
+    return prompt_name
+
+
+def _truncation_direction(data: dict) -> None:
+    """TEI's ``truncation_direction``: this server cuts long inputs at the end ("right") only, so
+    "left" is refused rather than silently answered with the other end cut."""
+    value = data.get("truncation_direction")
+    if value is not None and (not isinstance(value, str) or value.lower() != "right"):
+        raise InvalidInput("'truncation_direction' must be 'right': this server cuts long inputs at "
+                           "their end only", param="truncation_direction")
+
+
+def _required(data: dict, key: str, name: str | None = None):
+    """``data[key]``, or 422 naming the field (``name``, when nested: ``inputs.sentences``)."""
+    if key not in data:
+        raise InvalidInput(f"missing field '{name or key}'", param=name or key)
+    return data[key]
+
+
+def parse_tei(data: dict, limits: Limits) -> EmbedRequest:
+    """``POST /embed`` (and TEI's ``POST /``): text-embeddings-inference's request shape."""
+    inputs = _required(data, "inputs")
+    prompt_name = _prompt_name(data, limits)
+    _truncation_direction(data)
     return EmbedRequest(
-        texts=_texts(data["inputs"], "inputs", limits),
+        texts=_texts(inputs, "inputs", limits),
         normalize=_bool(data, "normalize", True),
         truncate=_bool(data, "truncate", True),
         dimensions=_dimensions(data, limits.dimension),
@@ -164,23 +196,74 @@ def parse_tei(data: dict, limits: Limits) -> EmbedRequest:
     )
 
 
+def parse_tokenize(data: dict, limits: Limits) -> tuple[list[str], bool, str | None]:
+    """``POST /tokenize``: texts (as ``/embed``'s), ``add_special_tokens``, ``prompt_name``."""
+    inputs = _required(data, "inputs")
+    prompt_name = _prompt_name(data, limits)
+    return _texts(inputs, "inputs", limits), _bool(data, "add_special_tokens", True), prompt_name
+
+
+def parse_decode(data: dict, limits: Limits) -> tuple[list[list[int]], bool]:
+    """``POST /decode``: ``ids`` (one list of token ids, or a list of them), ``skip_special_tokens``."""
+    value = _required(data, "ids")
+    single = _ids(value)
+    lists = [single] if single is not None else (
+        [_ids(ids) for ids in value] if isinstance(value, list) and value else [None])
+    if any(ids is None for ids in lists):
+        raise InvalidInput("'ids' must be a non-empty list of token ids or a list of them", param="ids")
+    return _checked_ids(lists, "ids", limits), _bool(data, "skip_special_tokens", True)
+
+
+def parse_similarity(data: dict, limits: Limits) -> EmbedRequest:
+    """``POST /similarity``: ``{"inputs": {"source_sentence", "sentences"}, "parameters": {...}}``
+    (the sentence-similarity task's shape); the texts are the source sentence, then the others."""
+    inputs = _required(data, "inputs")
+    if not isinstance(inputs, dict):
+        raise InvalidInput("'inputs' must be an object with 'source_sentence' and 'sentences'", param="inputs")
+    parameters = data.get("parameters")
+    parameters = {} if parameters is None else parameters
+    if not isinstance(parameters, dict):
+        raise InvalidInput("'parameters' must be an object", param="parameters")
+    source = _required(inputs, "source_sentence", "inputs.source_sentence")
+    if not isinstance(source, str):
+        raise InvalidInput("'inputs.source_sentence' must be a string", param="inputs.source_sentence")
+    source = _texts(source, "inputs.source_sentence", limits)
+    sentences = _required(inputs, "sentences", "inputs.sentences")
+    if not isinstance(sentences, list):
+        raise InvalidInput("'inputs.sentences' must be a list of strings", param="inputs.sentences")
+    texts = source + _texts(sentences, "inputs.sentences", limits)
+    _check_count(len(texts), "inputs", limits)
+    _truncation_direction(parameters)
+    return EmbedRequest(texts=texts, truncate=_bool(parameters, "truncate", True),
+                        prompt_name=_prompt_name(parameters, limits))
+
+
 def parse_openai(data: dict, limits: Limits) -> EmbedRequest:
-    """``POST /v1/embeddings``: OpenAI's request shape (``model`` is accepted and ignored)."""
+    """``POST /v1/embeddings``: OpenAI's request shape. ``model``, if given, must name the served
+    model (its id or the id's last part): vectors of another model than the one asked for would be
+    a 200 with something else than what was asked."""
     if "input" not in data:
         raise InvalidInput("missing field 'input'", param="input")
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidInput("'model' must be a string", param="model")
+    value = data["input"]
+    if isinstance(value, list) and value and not isinstance(value[0], str):
+        token_ids = _token_ids(value, limits)  # refused first: its message is the one that helps
+    else:
+        token_ids = None
+    if model and model not in limits.model_names:
+        raise ModelNotFound(f"The model '{model}' does not exist on this server; it serves "
+                            f"'{max(limits.model_names, key=len)}' (GET /v1/models)", param="model")
     encoding_format = data.get("encoding_format")
     if encoding_format is None:
         encoding_format = "float"
     if not isinstance(encoding_format, str) or encoding_format not in ("float", "base64"):
         raise InvalidInput("'encoding_format' must be 'float' or 'base64'",
                            param="encoding_format")
-    value = data["input"]
     request = EmbedRequest(dimensions=_dimensions(data, limits.dimension), encoding_format=encoding_format)
-    if isinstance(value, list) and value and not isinstance(value[0], str):
-        request.token_ids = _token_ids(value, limits)
+    if token_ids is not None:
+        request.token_ids = token_ids
     else:
         request.texts = _texts(value, "input", limits)
     return request

@@ -51,9 +51,10 @@ def server():
 def torch_server():
     """The PyTorch backend, the reference the ONNX backend is held to. Started as a fork-safety
     check too: 2 torch threads in its worker (the master never ran the model, so they must not
-    hang), and GUNICORN_CMD_ARGS' worker count winning over EMBEDDER_WORKERS."""
+    hang), and GUNICORN_CMD_ARGS' worker count winning over EMBEDDER_WORKERS. It takes token ids
+    on the OpenAI route (EMBEDDER_OPENAI_TOKEN_IDS) as ids of the model's own vocabulary."""
     env = {"EMBEDDER_BACKEND": "torch", "EMBEDDER_THREADS": "2", "EMBEDDER_WORKERS": "3",
-           "GUNICORN_CMD_ARGS": "--workers 1"}
+           "GUNICORN_CMD_ARGS": "--workers 1", "EMBEDDER_OPENAI_TOKEN_IDS": "true"}
     with Gunicorn(workers=1, env=env) as srv:
         yield srv
 

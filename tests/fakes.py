@@ -8,6 +8,7 @@ differ between inputs: a request that got someone else's rows would show.
 
 from __future__ import annotations
 
+import re
 import threading
 import zlib
 
@@ -22,23 +23,45 @@ DIMENSION, VOCAB, MAX_TOKENS = 384, 30522, 256
 CLS, SEP, PAD = 101, 102, 0
 
 
+def word_id(word: str) -> int:
+    return 1000 + zlib.crc32(word.encode()) % (VOCAB - 1000)
+
+
 class WhitespaceTokenizer:
     """One id per white-space separated word: embedder.model.Tokenizer's methods, and callable like
-    a Hugging Face tokenizer."""
+    a Hugging Face tokenizer. It remembers the words it has seen, to decode them."""
+
+    SPECIAL = {CLS: "[CLS]", SEP: "[SEP]", PAD: "[PAD]"}
+
+    def __init__(self):
+        self.words: dict[int, str] = {}
 
     def __call__(self, texts, add_special_tokens=True, **_):
         single = isinstance(texts, str)
-        rows = [[1000 + zlib.crc32(word.encode()) % (VOCAB - 1000) for word in text.split()]
-                for text in ([texts] if single else texts)]
+        rows = [[self._id(word) for word in text.split()] for text in ([texts] if single else texts)]
         if add_special_tokens:
             rows = [[CLS, *row, SEP] for row in rows]
         return {"input_ids": rows[0] if single else rows}
+
+    def _id(self, word: str) -> int:
+        self.words[word_id(word)] = word
+        return word_id(word)
 
     def content_ids(self, texts):
         return self(texts, add_special_tokens=False)["input_ids"]
 
     def wrapped_ids(self, text):
         return self(text, add_special_tokens=True)["input_ids"]
+
+    def tokens(self, text, add_special_tokens):
+        out = [(self._id(m.group()), m.group(), False, m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        if add_special_tokens:
+            out = [(CLS, "[CLS]", True, 0, 0), *out, (SEP, "[SEP]", True, 0, 0)]
+        return out
+
+    def decode(self, ids, skip_special_tokens):
+        return " ".join(self.SPECIAL.get(i) or self.words.get(i, f"[{i}]") for i in ids
+                        if not (skip_special_tokens and i in self.SPECIAL))
 
 
 def fake_model(prompts: dict | None = None) -> LoadedModel:

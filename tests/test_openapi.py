@@ -8,6 +8,7 @@ API key, so the 401 paths and the key's enforcement are part of the check.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,9 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(keyed_server, 
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output + "\n--- server log ---\n" + keyed_server.log()[-5000:]
-    assert "7 selected / 7 total" in output and "Fuzzing" in output, output
+    selected = re.search(r"(\d+) selected / (\d+) total", output)
+    assert selected and selected[1] == selected[2] and int(selected[1]) >= 15, output  # TEI's, OpenAI's too
+    assert "Fuzzing" in output, output
     assert keyed_server.worker_pids() and "Traceback" not in keyed_server.log()
 
 

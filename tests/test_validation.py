@@ -24,7 +24,10 @@ LONG_TEXT = "word " * 300  # 1500 characters, 300 tokens: over the model's 256
 
 @pytest.fixture(scope="module")
 def srv():
-    return make_app(max_inputs=MAX_INPUTS, max_input_chars=MAX_CHARS, max_body_bytes=MAX_BODY)
+    # Token ids allowed, so that the rules after that one are tested too (test_tei_openai.py has
+    # the default refusal).
+    return make_app(max_inputs=MAX_INPUTS, max_input_chars=MAX_CHARS, max_body_bytes=MAX_BODY,
+                    openai_token_ids=True)
 
 
 @pytest.fixture(autouse=True)
@@ -220,10 +223,10 @@ def test_openai_client_raises_its_own_exceptions(srv):
     client = openai.OpenAI(base_url="http://embedder.test/v1", api_key="unused", max_retries=0,
                            http_client=httpx2.Client(transport=httpx2.WSGITransport(app=srv)))
     with pytest.raises(openai.UnprocessableEntityError) as info:
-        client.embeddings.create(model="m", input="x", dimensions=0)
+        client.embeddings.create(model="fake/whitespace-mean", input="x", dimensions=0)
     assert info.value.body["param"] == "dimensions" and "dimensions" in info.value.body["message"]
     with pytest.raises(openai.UnprocessableEntityError):
-        client.embeddings.create(model="m", input=["x"] * (MAX_INPUTS + 1))
+        client.embeddings.create(model="whitespace-mean", input=["x"] * (MAX_INPUTS + 1))
 
 
 # -- at and just inside the limits: accepted ---------------------------------------------------
@@ -293,7 +296,7 @@ def test_unknown_route_is_404_json(srv, method, path):
 
 @pytest.mark.parametrize("method,path,allowed", [
     ("GET", NATIVE, "POST"), ("PUT", NATIVE, "POST"), ("GET", OPENAI, "POST"),
-    ("DELETE", "/embeddings", "POST"), ("POST", "/health", "GET"), ("POST", "/", "GET"),
+    ("DELETE", "/embeddings", "POST"), ("POST", "/health", "GET"), ("PUT", "/", "POST"),
     ("PATCH", "/metrics", "GET"), ("POST", "/openapi.json", "GET")])
 def test_wrong_method_is_405_json_with_allow(srv, method, path, allowed):
     r = send(srv, path, raw=b"{}", method=method)
