@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian tools the tests and benchmark drive: wrk (load), caddy (baseline proxy), prometheus
 # (promtool, server), systemd (systemd-analyze verify of the unit file), openssl (a self-signed
-# certificate) and curl (an HTTPS client) for the TLS tests.
-APT_PACKAGES := wrk caddy prometheus systemd openssl curl
+# certificate) and curl (an HTTPS client) for the TLS tests; chromium and chromium-driver (a real
+# headless browser, driven by selenium) for the Swagger UI page at /docs.
+APT_PACKAGES := wrk caddy prometheus systemd openssl curl chromium chromium-driver
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 

@@ -15,6 +15,7 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from metrics import definitions as m
 
+from . import docs_page
 from .config import Settings
 from .http_errors import Unauthorized, kind_of
 from .responses import error_response
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, service=None) -> Flask:
     from .routes import api
 
     app.register_blueprint(api)
+    app.register_blueprint(docs_page.docs)  # Swagger UI at /docs
     _register_errors(app)
     _register_metrics(app)
     _register_auth(app, settings)
@@ -70,7 +72,8 @@ def _register_auth(app: Flask, settings: Settings) -> None:
     if not settings.api_key:
         return
     expected = settings.api_key.encode()
-    open_routes = {"/health", "/openapi.json"} | ({"/metrics"} if not settings.metrics_require_key else set())
+    open_routes = ({"/health", "/openapi.json"} | docs_page.OPEN_PATHS
+                   | ({"/metrics"} if not settings.metrics_require_key else set()))
 
     @app.before_request
     def require_key():
