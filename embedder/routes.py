@@ -64,11 +64,23 @@ def original_benchmark():
 
 
 @api.post("/embed")
-@api.post("/")  # TEI's route for its model's task: embedding here (huggingface_hub's InferenceClient)
 def embed():
     service = _service()
     data = parse_json(_body(), request.content_type)
-    result = service.embed(parse_tei(data, service.limits), _client_gone())
+    result = service.embed(parse_tei(data, service.schemas), _client_gone())
+    return json_response(result.vectors, headers=_timing_headers(result))
+
+
+@api.post("/")
+def tei_base_route():
+    """TEI's base route, where huggingface_hub's InferenceClient(model=URL) posts every task:
+    ``feature_extraction`` sends /embed's request, ``sentence_similarity`` /similarity's (``inputs``
+    an object); each is answered as its route answers it."""
+    data = parse_json(_body(), request.content_type)
+    if isinstance(data.get("inputs"), dict):
+        return _similarity(data)
+    service = _service()
+    result = service.embed(parse_tei(data, service.schemas), _client_gone())
     return json_response(result.vectors, headers=_timing_headers(result))
 
 
@@ -77,7 +89,7 @@ def embed():
 def openai_embeddings():
     service = _service()
     data = parse_json(_body(), request.content_type)
-    parsed = parse_openai(data, service.limits)
+    parsed = parse_openai(data, service.schemas)
     result = service.embed(parsed, _client_gone())
     if parsed.encoding_format == "base64":
         items = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in result.vectors]
@@ -94,9 +106,12 @@ def openai_embeddings():
 
 @api.post("/similarity")
 def similarity():
+    return _similarity(parse_json(_body(), request.content_type))
+
+
+def _similarity(data: dict):
     service = _service()
-    data = parse_json(_body(), request.content_type)
-    scores, result = service.similarity(parse_similarity(data, service.limits), _client_gone())
+    scores, result = service.similarity(parse_similarity(data, service.schemas), _client_gone())
     return json_response(scores, headers=_timing_headers(result))
 
 
@@ -104,14 +119,14 @@ def similarity():
 def tokenize():
     service = _service()
     texts, add_special_tokens, prompt_name = parse_tokenize(parse_json(_body(), request.content_type),
-                                                            service.limits)
+                                                            service.schemas)
     return json_response(service.tokenize(texts, add_special_tokens, prompt_name))
 
 
 @api.post("/decode")
 def decode():
     service = _service()
-    ids, skip_special_tokens = parse_decode(parse_json(_body(), request.content_type), service.limits)
+    ids, skip_special_tokens = parse_decode(parse_json(_body(), request.content_type), service.schemas)
     return json_response(service.decode(ids, skip_special_tokens))
 
 

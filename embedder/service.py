@@ -21,10 +21,14 @@ from metrics import definitions as m
 from .batch_plan import OnlineCost, probe
 from .batching import Batcher
 from .config import Settings
+from .schemas import Schemas
 
 log = logging.getLogger("embedder.service")
 
 WARMUP_TEXT = "this is a test"
+#: The model name text-embeddings-inference's OpenAI examples send (TEI ignores it): accepted as
+#: "the served model" so that they work unchanged.
+TEI_MODEL_NAME = "text-embeddings-inference"
 
 
 @dataclass
@@ -54,10 +58,13 @@ class Limits:
     vocab_size: int
     max_input_tokens: int
     prompts: dict = field(default_factory=dict)
-    #: Names a request may give as OpenAI's ``model``: the served id and its last path part.
+    #: Names a request may give as OpenAI's ``model``: the served id, its last path part, and
+    #: TEI's examples' name.
     model_names: frozenset = frozenset()
     #: Whether token-id input on the OpenAI route is taken as the model's own vocabulary.
     openai_token_ids: bool = False
+    #: The served model's id (what errors name).
+    model_id: str = ""
 
 
 @dataclass
@@ -78,8 +85,11 @@ class EmbeddingService:
         self.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars,
                              dimension=model.dimension, vocab_size=model.vocab_size,
                              max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts),
-                             model_names=frozenset({model.model_id, model.model_id.rpartition("/")[2]}),
-                             openai_token_ids=settings.openai_token_ids)
+                             model_names=frozenset({model.model_id, model.model_id.rpartition("/")[2],
+                                                    TEI_MODEL_NAME}),
+                             openai_token_ids=settings.openai_token_ids, model_id=model.model_id)
+        #: The typed request and response models for these limits (validation, OpenAPI).
+        self.schemas = Schemas(self.limits)
         #: When this server loaded its model (in the master, so every worker says the same): the
         #: ``created`` of OpenAI's model list.
         self.created = int(time.time())
@@ -137,8 +147,12 @@ class EmbeddingService:
             time.sleep(min(1.0, self.settings.stall_timeout / 4))
             if self.healthy():
                 continue
-            reason = ("batching thread died" if self.batcher.broken is None and not self.batcher.running()
-                      else f"forward pass running for over {self.settings.stall_timeout:g} s")
+            if self.batcher.broken is not None:
+                reason = f"batcher given up: {self.batcher.broken}"
+            elif not self.batcher.running():
+                reason = "batching thread died"
+            else:
+                reason = f"forward pass running for over {self.settings.stall_timeout:g} s"
             log.error("worker %d unhealthy: %s; failing its requests and exiting", os.getpid(), reason)
             self.ready = False
             m.WORKERS.set(0)

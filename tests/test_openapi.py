@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 
 from bench.servers import Gunicorn
 from embedder import openapi
+from embedder.schemas import Schemas
 from embedder.config import Settings
 from embedder.service import Limits
 
@@ -33,7 +34,8 @@ MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 def minilm_limits(settings: Settings) -> Limits:
     """all-MiniLM-L6-v2 as the document sees it (the real model is what the live tests serve)."""
     return Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars, dimension=384,
-                  vocab_size=30522, max_input_tokens=256, prompts={"query": "", "document": ""})
+                  vocab_size=30522, max_input_tokens=256, prompts={"query": "", "document": ""},
+                  model_names=frozenset({MODEL_ID, MODEL_ID.rpartition("/")[2]}), model_id=MODEL_ID)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +52,13 @@ def keyed_server():
                                       Settings(api_key="k", metrics_require_key=True, max_inputs=3)],
                          ids=["open", "keyed", "keyed-metrics"])
 def test_document_is_valid_openapi(settings):
-    document = openapi.build(settings, minilm_limits(settings), MODEL_ID)
+    document = openapi.build(settings, Schemas(minilm_limits(settings)), MODEL_ID)
     validate(document)
     embed = document["paths"]["/embed"]["post"]
     assert ("401" in embed["responses"]) == bool(settings.api_key)
     assert ("401" in document["paths"]["/metrics"]["get"]["responses"]) == settings.metrics_require_key
     assert document["paths"]["/health"]["get"]["security"] == []
-    assert document["components"]["schemas"]["EmbedRequest"]["properties"]["inputs"]["anyOf"][1]["maxItems"] \
+    assert document["components"]["schemas"]["EmbedRequest"]["properties"]["inputs"]["oneOf"][1]["maxItems"] \
         == settings.max_inputs
 
 
@@ -66,7 +68,7 @@ def test_openapi_json_is_served_as_json_without_a_key(keyed_server):
     r = requests.get(keyed_server.url + "/openapi.json", timeout=30)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     assert r.json()["openapi"].startswith("3.1")
-    assert r.json()["components"]["schemas"]["Text"]["maxLength"] == 80
+    assert r.json()["components"]["schemas"]["EmbedRequest"]["properties"]["inputs"]["oneOf"][0]["maxLength"] == 80
     assert requests.get(keyed_server.url + "/info", timeout=30).status_code == 401
 
 

@@ -5,9 +5,10 @@ reached here and answered with its status, codes and headers in both API shapes.
 from __future__ import annotations
 
 import base64
-import re
 import concurrent.futures as cf
+import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -128,7 +129,7 @@ def test_core_errors_map_through_the_table(app, error, path):
 
 
 def test_every_status_in_the_table_is_documented():
-    document = openapi.build(make_app().service.settings, make_app().service.limits, "m")
+    document = openapi.build(make_app().service.settings, make_app().service.schemas, "m")
     responses = document["components"]["responses"]
     for status, kinds in http_errors.by_status().items():
         for shape in ("native", "openai"):
@@ -181,7 +182,8 @@ def test_deadline_gives_503_and_drops_the_inputs(held):
     app.backend.gate.set()
 
 
-def test_unhealthy_worker_answers_503_on_health(app):
+def test_unhealthy_worker_answers_503_on_health():
+    app = make_app()  # its own: the watchdog then gives this worker up (and logs it) within ~1 s
     client = app.test_client()
     assert client.get("/health").status_code == 200
     app.service.batcher.fail_all("test")
@@ -189,6 +191,10 @@ def test_unhealthy_worker_answers_503_on_health(app):
     assert r.status_code == 503 and r.get_json()["error_type"] == "unavailable"
     r = client.post("/embed", json={"inputs": "x"})
     assert r.status_code == 503 and "test" in r.get_json()["error"]
+    deadline = time.monotonic() + 5
+    while app.service.ready and time.monotonic() < deadline:  # its log lands in this test, no later
+        time.sleep(0.05)
+    assert not app.service.ready
 
 
 def test_api_key():

@@ -49,6 +49,22 @@ def test_decode_one_or_many_lists(client):
         == ["[CLS] one two [SEP]", "one"]
 
 
+def test_post_root_with_a_similarity_body_is_similarity(client):
+    """huggingface_hub's sentence_similarity posts /similarity's body to TEI's base route."""
+    body = {"inputs": {"source_sentence": "a b c", "sentences": ["a b", "x y z"]}, "parameters": {}}
+    root = client.post("/", json=body)
+    assert root.status_code == 200 and root.get_json() == client.post("/similarity", json=body).get_json()
+
+
+def test_litellms_similarity_body_asking_for_embeddings_is_refused(client):
+    """litellm's huggingface/ provider sends this for a model named sentence-transformers/... and
+    would read the scores as embeddings."""
+    body = {"inputs": {"source_sentence": "a", "sentences": ["b", "c"]}, "input_type": "feature-extraction"}
+    for path in ("/", "/similarity"):
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and "litellm" in r.get_json()["error"], r.get_json()
+
+
 def test_similarity_is_the_cosine_of_the_vectors(client):
     app = make_app()
     sentences = ["a b c", "a b", "x y z"]
