@@ -70,6 +70,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _example(body: dict) -> ConfigDict:
+    """A request model's settings with an example body: the document shows it, and Swagger UI's
+    "Try it out" starts from it."""
+    return ConfigDict(extra="ignore", json_schema_extra={"examples": [body]})
+
+
 class Schemas:
     """The request and response models for one service's limits, and :meth:`parse`."""
 
@@ -100,6 +106,8 @@ class Schemas:
 
         class EmbedRequest(_Body):
             """text-embeddings-inference's request (``POST /embed``, ``POST /``)."""
+            model_config = _example({"inputs": ["What is Deep Learning?", "Deep Learning is a kind of "
+                                                "machine learning."]})
             inputs: OneOrMany = _must_be("a string or a list of strings")
             normalize: Optional[StrictBool] = _must_be(flag, default=True,
                                                        description="Scale each vector to unit length.")
@@ -119,6 +127,8 @@ class Schemas:
             """OpenAI's request (``POST /v1/embeddings``). Token ids are taken only when
             EMBEDDER_OPENAI_TOKEN_IDS is set (422 otherwise: OpenAI clients send tiktoken's ids,
             another vocabulary)."""
+            model_config = _example({"input": ["What is Deep Learning?"], "model": limits.model_id or None,
+                                     "encoding_format": "float"})
             input: Annotated[Union[tuple(openai_inputs)], Discriminator(_kind)] = _must_be(  # type: ignore
                 "a string or a list of strings")
             model: Optional[StrictStr] = _must_be("a string", default=None, description=(
@@ -130,6 +140,7 @@ class Schemas:
 
         class TokenizeRequest(_Body):
             """text-embeddings-inference's ``POST /tokenize``."""
+            model_config = _example({"inputs": "What is Deep Learning?"})
             inputs: OneOrMany = _must_be("a string or a list of strings")
             add_special_tokens: Optional[StrictBool] = _must_be(flag, default=True)
             prompt_name: PromptName = _must_be(prompt_phrase, default=None)
@@ -139,6 +150,7 @@ class Schemas:
 
         class DecodeRequest(_Body):
             """text-embeddings-inference's ``POST /decode``."""
+            model_config = _example({"ids": [[101, 2054, 2003, 2784, 4083, 1029, 102]]})
             ids: Annotated[Union[Annotated[AnyIds, Tag("id_list")],
                                  Annotated[list[AnyIds], Field(min_length=1, max_length=count), Tag("id_lists")]],
                            Discriminator(_ids_kind)] = _must_be(DECODE_PHRASE)
@@ -158,6 +170,8 @@ class Schemas:
         class SimilarityRequest(_Body):
             """The sentence-similarity task's request (text-embeddings-inference,
             huggingface_hub's ``sentence_similarity``)."""
+            model_config = _example({"inputs": {"source_sentence": "What is Deep Learning?", "sentences": [
+                "Deep Learning is a kind of machine learning.", "The cat sat on the mat."]}})
             inputs: SimilarityInput = _must_be("an object with 'source_sentence' and 'sentences'")
             parameters: Optional[SimilarityParameters] = _must_be("an object", default=None)
 

@@ -205,3 +205,16 @@ def test_openai_client_lists_the_model_and_gets_the_token_id_refusal(server):
         client.embeddings.create(model="all-MiniLM-L6-v2", input=[[15339, 1917]])
     with pytest.raises(openai.NotFoundError, match="model_not_found|does not exist"):
         client.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+@pytest.mark.parametrize("path,model", [("/embed", "EmbedRequest"), ("/", "EmbedRequest"),
+                                        ("/v1/embeddings", "OpenAIEmbeddingRequest"),
+                                        ("/tokenize", "TokenizeRequest"), ("/decode", "DecodeRequest"),
+                                        ("/similarity", "SimilarityRequest"), ("/", "SimilarityRequest")])
+def test_every_documented_example_is_answered_200(client, path, model):
+    """The request models' examples (what the document shows and "Try it out" starts from) are
+    requests the server takes."""
+    document = client.get("/openapi.json").get_json()
+    for example in document["components"]["schemas"][model]["examples"]:
+        r = client.post(path, json=example)
+        assert r.status_code == 200, (path, example, r.get_json())
