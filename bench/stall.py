@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import threading
 import time
 from collections import Counter
 from urllib.parse import urlsplit
 
 import requests
+
+from embedder.edge_worker import raise_open_files_limit
 
 KINDS = ("idle", "slow_headers", "slow_bodies")
 
@@ -118,7 +119,7 @@ def probe(url: str, stop: threading.Event, interval: float, timeout: float) -> l
 def run(url: str, idle: int, slow_headers: int, slow_bodies: int, seconds: float,
         interval: float = 0.25, timeout: float = 5.0, settle: float = 2.0) -> dict:
     """Hold the attack for ``seconds``, probing from ``settle`` s in (once the connections are open)."""
-    _raise_open_files_limit(idle + slow_headers + slow_bodies + 256)
+    raise_open_files_limit(idle + slow_headers + slow_bodies + 256)
     parts = urlsplit(url)
     attack = Attack(parts.hostname, parts.port or 80,
                     {"idle": idle, "slow_headers": slow_headers, "slow_bodies": slow_bodies})
@@ -140,13 +141,6 @@ def run(url: str, idle: int, slow_headers: int, slow_bodies: int, seconds: float
 
 def _quantile(ordered: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4) if ordered else None
-
-
-def _raise_open_files_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE,
-                           (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ class EdgeProtocol(ASGIProtocol):
         self.worker.admit(self)
         if self._request_ready is not None:  # HTTP/1 (HTTP/2 and uWSGI are not configured)
             self._header_timer = self.worker.loop.call_later(
-                self.worker.limits.header_timeout, self._header_timeout)
+                self.worker.settings.header_timeout, self._header_timeout)
 
     def _header_timeout(self):
         self._header_timer = None
@@ -110,7 +110,7 @@ class WSGIBridge:
 
     def __init__(self, wsgi, settings: Settings, threads: int):
         self.wsgi = wsgi
-        self.limits = settings
+        self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="embedder-request")
 
     async def __call__(self, scope, receive, send):
@@ -129,7 +129,7 @@ class WSGIBridge:
     async def _read_body(self, scope, receive, send) -> bytes | None:
         """The whole body, or None after answering 408 (too slow) or 413 (too big). One deadline,
         ``body_timeout`` s from now, moved 1 s later per ``body_min_rate`` bytes received."""
-        limit, rate = self.limits.max_body_bytes, self.limits.body_min_rate
+        limit, rate = self.settings.max_body_bytes, self.settings.body_min_rate
         announced = _header(scope, b"content-length")
         if announced is not None and announced.isdigit() and int(announced) > limit:
             await _refuse(send, 413, f"request body over {limit} bytes")
@@ -137,7 +137,7 @@ class WSGIBridge:
         started = asyncio.get_running_loop().time()
         parts, size = [], 0
         try:
-            async with asyncio.timeout_at(started + self.limits.body_timeout) as deadline:
+            async with asyncio.timeout_at(started + self.settings.body_timeout) as deadline:
                 while True:
                     message = await receive()  # usually the whole body at once, already read
                     if message["type"] != "http.request":
@@ -149,10 +149,10 @@ class WSGIBridge:
                         return None
                     if not message.get("more_body"):
                         return parts[0] if len(parts) == 1 else b"".join(parts)
-                    deadline.reschedule(started + self.limits.body_timeout + size / rate)
+                    deadline.reschedule(started + self.settings.body_timeout + size / rate)
         except TimeoutError:
             await _refuse(send, 408, f"the request body did not arrive in time (at least {rate} bytes/s "
-                                     f"after {self.limits.body_timeout:g} s)")
+                                     f"after {self.settings.body_timeout:g} s)")
             return None
 
     def _environ(self, scope, body: bytes, connection) -> dict:
@@ -227,7 +227,7 @@ class EdgeWorker(ASGIWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.limits = Settings.from_env()
+        self.settings = Settings.from_env()
         #: Open connections, oldest first (a dict keeps insertion order).
         self.connections: dict[EdgeProtocol, None] = {}
 
@@ -236,13 +236,13 @@ class EdgeWorker(ASGIWorker):
         pass  # ``threads`` is used: it sizes the request threads
 
     def init_process(self):
-        _raise_open_files_limit(self.cfg.worker_connections + 64)
+        raise_open_files_limit(self.cfg.worker_connections + 64)
         super().init_process()
 
     def load_wsgi(self):
         super().load_wsgi()
         self.wsgi = self.asgi  # the Flask app: the server hooks find the service on it
-        self.asgi = WSGIBridge(self.wsgi, self.limits, self.cfg.threads)
+        self.asgi = WSGIBridge(self.wsgi, self.settings, self.cfg.threads)
 
     def admit(self, connection: EdgeProtocol) -> None:
         """Count a new connection in; over ``worker_connections``, close the oldest idle one."""
@@ -258,7 +258,7 @@ class EdgeWorker(ASGIWorker):
         """ASGIWorker's loop without ASGI lifespan (a WSGI app has none), with our protocol."""
         ssl_context = self._get_ssl_context()
         # A TLS handshake comes before the first request's headers, within the same deadline.
-        handshake = {"ssl_handshake_timeout": self.limits.header_timeout} if ssl_context else {}
+        handshake = {"ssl_handshake_timeout": self.settings.header_timeout} if ssl_context else {}
         for sock in self.sockets:
             self.servers.append(await self.loop.create_server(
                 lambda: EdgeProtocol(self), sock=sock.sock, ssl=ssl_context, start_serving=True,
@@ -283,7 +283,7 @@ class EdgeWorker(ASGIWorker):
         self.asgi.pool.shutdown(wait=False)
 
 
-def _raise_open_files_limit(wanted: int) -> None:
+def raise_open_files_limit(wanted: int) -> None:
     """Each connection is a file descriptor: lift the soft limit toward ``wanted`` (never past the
     hard limit; macOS's default soft limit is 256)."""
     try:

@@ -6,6 +6,7 @@ says the same thing (:func:`content_pattern`), so schema and check never disagre
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import unicodedata
 
@@ -16,9 +17,9 @@ _EMPTY_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
 
 @functools.lru_cache(maxsize=1)
 def content_pattern() -> str:
-    """A regular expression (JSON Schema ``pattern``, unanchored) that a text matches exactly when
-    :func:`has_content` holds: one character outside the categories above. For the OpenAPI
-    document, so that its schema and this check never disagree."""
+    """A regular expression (JSON Schema ``pattern``, unanchored) that a text matches when it has
+    one character outside the categories above: the request models validate with it and the
+    OpenAPI document shows it, so schema and check never disagree."""
     ranges, start, previous = [], None, None
     for code in range(sys.maxunicode + 1):
         empty = unicodedata.category(chr(code)) in _EMPTY_CATEGORIES
@@ -39,9 +40,11 @@ def content_pattern() -> str:
 
 def has_content(text: str) -> bool:
     """Whether anything but white space, control and invisible characters is in ``text`` (such a
-    text would embed as the special tokens alone: one and the same vector for all of them). Stops
-    at the first visible character, so ordinary text costs a character or two."""
-    for char in text:
-        if not char.isspace() and unicodedata.category(char) not in _EMPTY_CATEGORIES:
-            return True
-    return False
+    text would embed as the special tokens alone: one and the same vector for all of them): a
+    search for :func:`content_pattern`, the rule the request models enforce, so one definition."""
+    return _content().search(text) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _content() -> re.Pattern:
+    return re.compile(content_pattern())

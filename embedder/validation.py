@@ -13,7 +13,6 @@ from .errors import InvalidInput, ModelNotFound
 from .http_errors import MalformedJSON, UnsupportedMediaType
 from .schemas import Schemas
 from .service import EmbedRequest
-from .text_content import content_pattern, has_content  # noqa: F401 - the text rule, re-exported
 
 TOKEN_IDS_REFUSED = (
     "'input' is token ids, and this server does not take token ids on this route: OpenAI clients "
