@@ -26,7 +26,7 @@ test-fast: install-test
 	$(PY) -m pytest -q -m "not integration" tests
 
 bench: install-test apt
-	$(PY) -m bench.run
+	$(PY) -m bench.sweep
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -29,7 +29,7 @@ bind = _settings.bind
 workers = _settings.layout().workers
 # Connections are read in an asyncio loop; a request gets one of `threads` threads only when it has
 # fully arrived, so stalled or slow clients hold no thread (embedder/edge_worker.py).
-worker_class = "embedder.edge_worker.EdgeWorker"
+worker_class = "embedder.edge.worker.EdgeWorker"
 threads = _settings.http_threads
 worker_connections = _settings.max_connections
 preload_app = True
@@ -44,7 +44,7 @@ accesslog = _settings.access_log or None
 certfile = _settings.tls_cert or None
 keyfile = _settings.tls_key or None
 # Gunicorn's logger, with user names, query values and credential headers hidden in the access log.
-logger_class = "embedder.access_log.RedactingLogger"
+logger_class = "embedder.edge.access_log.RedactingLogger"
 
 
 def _service(worker):

@@ -1,5 +1,5 @@
 """The WSGI application for Gunicorn: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
 
-from embedder.app import create_app
+from embedder.http.app import create_app
 
 app = create_app()

@@ -206,17 +206,19 @@ def mark_dead(pid: int) -> None:
         log.exception("could not merge the metric files of worker %d", pid)
 
 
+class MetricsUnavailable(Exception):
+    """This worker's values cannot be written to the metrics directory (full or not writable)."""
+
+
 def render() -> tuple[bytes, str]:
     """The aggregate of every worker of this server, in the Prometheus text format.
 
-    Raises ``Unavailable`` (503) while this worker's values cannot be written to the metrics
+    Raises :class:`MetricsUnavailable` (the app answers 503) while this worker's values cannot be written to the metrics
     directory (full or not writable): a scrape would show counts short of the truth."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
-
-        from embedder.errors import Unavailable
 
         ensure_dir()
         problem = flush_pending()
@@ -228,7 +230,7 @@ def render() -> tuple[bytes, str]:
                     return generate_latest(registry), CONTENT_TYPE_LATEST
         except OSError as exc:
             problem = str(exc)
-        raise Unavailable(f"metrics unavailable: the metrics directory {os.environ[ENV]} is full or "
+        raise MetricsUnavailable(f"metrics unavailable: the metrics directory {os.environ[ENV]} is full or "
                           f"not writable ({problem}); serving is not affected, and /metrics answers "
                           "again once there is space")
     # A single process (tests with Flask's client): the default registry is the truth.

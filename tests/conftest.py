@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import stsb as stsb_data
-from bench.servers import Gunicorn
+from bench.harness import stsb as stsb_data
+from bench.harness.servers import Gunicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

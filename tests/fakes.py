@@ -14,10 +14,10 @@ import zlib
 
 import numpy as np
 
-from embedder.app import create_app
+from embedder.http.app import create_app
 from embedder.config import Settings
-from embedder.model import LoadedModel
-from embedder.service import EmbeddingService
+from embedder.model.loaded import LoadedModel
+from embedder.core.service import EmbeddingService
 
 DIMENSION, VOCAB, MAX_TOKENS = 384, 30522, 256
 CLS, SEP, PAD = 101, 102, 0
@@ -28,7 +28,7 @@ def word_id(word: str) -> int:
 
 
 class WhitespaceTokenizer:
-    """One id per white-space separated word: embedder.model.Tokenizer's methods, and callable like
+    """One id per white-space separated word: embedder.model.tokenizer.Tokenizer's methods, and callable like
     a Hugging Face tokenizer. It remembers the words it has seen, to decode them."""
 
     SPECIAL = {CLS: "[CLS]", SEP: "[SEP]", PAD: "[PAD]"}

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
-from embedder.access_log import REDACTED, RedactingLogger, redact_query
+from embedder.edge.access_log import REDACTED, RedactingLogger, redact_query
 
 SECRET = "sk-live-5b1e7c"
 BASIC = "Basic " + __import__("base64").b64encode(f"alice-{SECRET}:pw".encode()).decode()

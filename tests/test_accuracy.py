@@ -1,5 +1,5 @@
 """The accuracy gate: STS-B test-split Spearman x100 of cosine similarities, computed through real
-servers with ``bench/stsb_eval.py``. torch must reproduce the published 82.03 and the onnx backend
+servers with ``bench/tools/stsb_eval.py``. torch must reproduce the published 82.03 and the onnx backend
 stay within 0.2 points of torch. Every other precision (each of EMBEDDER_QUANTIZE's values) passes
 the fidelity gate against the float32 onnx server: Spearman within 0.5 points, and every STS-B
 sentence's vector at cosine >= 0.95 to its float32 vector (a corpus score can hide broken vectors)."""
@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from bench.servers import ROOT, Gunicorn
-from bench.stsb_eval import MAX_SPEARMAN_DROP, MIN_SENTENCE_COSINE, evaluate
+from bench.harness.servers import ROOT, Gunicorn
+from bench.tools.stsb_eval import MAX_SPEARMAN_DROP, MIN_SENTENCE_COSINE, evaluate
 from embedder.config import QUANTIZATIONS
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def quantized(request, server):
     """A 1-worker server with that precision, gated against the default float32 server through
     the documented command line, with --json."""
     with Gunicorn(workers=1, env={"EMBEDDER_BACKEND": "onnx", "EMBEDDER_QUANTIZE": request.param}) as srv:
-        done = subprocess.run([sys.executable, "-m", "bench.stsb_eval", "--url", srv.url,
+        done = subprocess.run([sys.executable, "-m", "bench.tools.stsb_eval", "--url", srv.url,
                                "--reference", server.url, "--json"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
     result = json.loads(done.stdout)

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from embedder.batch_plan import PROBE_SHAPES, CostModel, OnlineCost, probe, split
-from embedder.batching import Batcher
-from embedder.errors import Overloaded, TimedOut, Unavailable
+from embedder.core.batch_plan import PROBE_SHAPES, CostModel, OnlineCost, probe, split
+from embedder.core.batching import Batcher
+from embedder.core.errors import Overloaded, TimedOut, Unavailable
 
 #: Longest any test waits for another thread; only reached when a test is failing.
 WAIT = 5.0
@@ -326,7 +326,7 @@ def test_requests_of_one_length_share_passes_in_turn(make):
 
 
 def test_a_request_that_leaves_midway_drops_only_its_queued_rest(make):
-    from embedder.errors import ClientGone
+    from embedder.core.errors import ClientGone
 
     forward = FakeForward(held=True, pause_at=3)
     batcher = make(forward, cost=CostModel(fixed=1.0, per_token=1.0))
@@ -510,7 +510,7 @@ def test_the_batcher_reports_padding_and_refits_from_its_passes(make):
 def test_a_client_that_leaves_has_its_inputs_dropped_before_the_model(make):
     from prometheus_client import REGISTRY
 
-    from embedder.errors import ClientGone
+    from embedder.core.errors import ClientGone
 
     forward = FakeForward(held=True)
     batcher = make(forward)

@@ -1,4 +1,4 @@
-"""The benchmark: its sweep, summary and results schema (bench/schema.py) on made-up numbers; that
+"""The benchmark: its sweep, summary and results schema (bench/sweep/schema.py) on made-up numbers; that
 no results file or machine record holds a secret; and the command end to end on a tiny scale:
 baselines, one row per backend (torch and onnx-int8) plus a row per backend that fails on purpose,
 every workload, each backend's in-process sorted limit on each sentence set; its JSON (read back
@@ -18,13 +18,13 @@ import pytest
 
 from embedder.config import BACKEND_LABELS, Settings
 
-from bench import stsb
-from bench.ceiling import sorted_batches, token_stats
-from bench.report import markdown, summarize
-from bench.run import BACKENDS, default_workers_list, limits_needed, machine_info, parse_args, plan, sweep
-from bench.schema import SCHEMA_VERSION, Config, Limit, Machine, Memory, Results, Row, WrkRun
-from bench.servers import ROOT
-from bench.workloads import GROUP_SIZES, WORKLOADS, joined_sentences, workload_sentences, write_bodies
+from bench.harness import stsb
+from bench.harness.servers import ROOT
+from bench.sweep.report import markdown, summarize
+from bench.sweep.run import BACKENDS, default_workers_list, limits_needed, machine_info, parse_args, plan, sweep
+from bench.sweep.schema import SCHEMA_VERSION, Config, Limit, Machine, Memory, Results, Row, WrkRun
+from bench.sweep.workloads import GROUP_SIZES, WORKLOADS, joined_sentences, workload_sentences, write_bodies
+from bench.tools.ceiling import sorted_batches, token_stats
 
 
 def test_post_bodies_cover_stsb(tmp_path):
@@ -162,7 +162,7 @@ def _results(rows: list[Row], limits: dict[str, dict[str, Limit]], baselines: li
     machine = Machine(host="test", cpu_model="", nproc=2, available_cpus=2, kernel="", memory_gib=1.0,
                       versions={"python": "3"}, git="", embedder_env={}, loadavg_start=[0.0, 0.0, 0.0])
     return Results(machine=machine, options={"warmup": 0, "repeat": 1, "interleave": True},
-                   command="python -m bench.run", started="2026-01-01T00:00:00+0000", wrk="wrk",
+                   command="python -m bench.sweep", started="2026-01-01T00:00:00+0000", wrk="wrk",
                    workloads=dict(WORKLOADS), baselines=list(baselines), rows=rows, limits=limits)
 
 
@@ -336,7 +336,7 @@ SMOKE_BACKENDS = ("torch", "onnx-int8")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     # --http-threads 0 is invalid, so those rows' servers cannot start: the run must go on.
-    argv = [sys.executable, "-m", "bench.run", "--duration", "2", "--repeat", "1", "--warmup", "0",
+    argv = [sys.executable, "-m", "bench.sweep", "--duration", "2", "--repeat", "1", "--warmup", "0",
             "--backends", ",".join(SMOKE_BACKENDS), "--workers", "1", "--threads", "auto",
             "--http-threads", "0,default", "--wrk-threads", "2", "--connections", "4",
             "--out-dir", str(out), "--name", "smoke"]
@@ -460,7 +460,7 @@ def test_markdown_and_plot(run):
 
 def test_the_fidelity_gate_sees_one_broken_vector():
     """What a corpus score hides: one sentence's vector turned away fails the gate on its own."""
-    from bench.stsb_eval import MIN_SENTENCE_COSINE, fidelity
+    from bench.tools.stsb_eval import MIN_SENTENCE_COSINE, fidelity
 
     rng = np.random.default_rng(0)
     reference = {f"s{i}": rng.normal(size=8) for i in range(100)}

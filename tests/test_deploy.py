@@ -29,7 +29,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.servers import ROOT, Gunicorn, free_port
+from bench.harness.servers import ROOT, Gunicorn, free_port
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -37,7 +37,7 @@ PROM = DEPLOY / "prometheus"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
 ALERT_TESTS = PROM / "tests" / "embedder-alerts.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "embedder-dashboard.json"
-SYSTEMD_UNIT = DEPLOY / "systemd" / "embedder.service"
+SYSTEMD_UNIT = DEPLOY / "systemd" / "embedder.core.service"
 SYSTEMD_ENV = DEPLOY / "systemd" / "embedder.env"
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -194,7 +194,7 @@ def systemd_root(tmp_path: Path, unit_text: str) -> Path:
     root = tmp_path / "root"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
-    (root / "etc/systemd/system/embedder.service").write_text(unit_text)
+    (root / "etc/systemd/system/embedder.core.service").write_text(unit_text)
     for key, value in unit_sections(unit_text)["Service"]:
         if key.startswith("Exec"):
             command = root / value.lstrip("-@:+!").split()[0].lstrip("/")
@@ -206,7 +206,7 @@ def systemd_root(tmp_path: Path, unit_text: str) -> Path:
 
 def systemd_verify(tmp_path: Path, unit_text: str) -> subprocess.CompletedProcess:
     root = systemd_root(tmp_path, unit_text)
-    return run(["systemd-analyze", "verify", f"--root={root}", "embedder.service"])
+    return run(["systemd-analyze", "verify", f"--root={root}", "embedder.core.service"])
 
 
 needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -238,7 +238,7 @@ def test_systemd_unit_is_hardened(tmp_path):
     root = systemd_root(tmp_path, SYSTEMD_UNIT.read_text())
     # --threshold is exposure x 10: fail above 3.0 ("OK" in systemd's words).
     result = run(["systemd-analyze", "security", "--offline=true", f"--root={root}", "--threshold=30",
-                  "--no-pager", "embedder.service"])
+                  "--no-pager", "embedder.core.service"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
 
 

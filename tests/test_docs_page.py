@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from embedder import docs_page
+from embedder.http import docs_page
 from fakes import make_app
 
 KEY = "docs-key"

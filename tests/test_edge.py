@@ -152,7 +152,7 @@ def test_stalled_and_slow_clients_do_not_take_the_service(server):
     """1,000 connections that send nothing, 200 that trickle header lines and 200 that trickle a
     body, from one client, held (reopened when closed) for 20 s: every single sentence another
     client POSTs meanwhile is answered 200, p95 under 2 s; the read deadlines close every kind."""
-    from bench import stall
+    from bench.tools import stall
 
     got = stall.run(server.url, idle=1000, slow_headers=200, slow_bodies=200, seconds=20)
     assert got["probes"] >= 40 and got["statuses"] == {200: got["probes"]}, got
@@ -166,7 +166,7 @@ def test_stalled_and_slow_clients_do_not_take_the_service(server):
 @pytest.fixture(scope="module")
 def tight_server():
     """One worker with short read deadlines and room for 20 connections."""
-    from bench.servers import Gunicorn
+    from bench.harness.servers import Gunicorn
 
     env = {"EMBEDDER_HEADER_TIMEOUT": "1", "EMBEDDER_BODY_TIMEOUT": "1", "EMBEDDER_BODY_MIN_RATE": "100",
            "EMBEDDER_MAX_CONNECTIONS": "20"}

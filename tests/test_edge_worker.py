@@ -9,7 +9,7 @@ import json
 import pytest
 
 from embedder.config import Settings
-from embedder.edge_worker import WSGIBridge
+from embedder.edge.worker import WSGIBridge
 
 
 def scope(headers=(), path="/embed", query=b"", method="POST"):

@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.servers import Gunicorn
+from bench.harness.servers import Gunicorn
 from fault_wsgi import DIE_TEXT, HANG_TEXT
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from embedder import gunicorn_errors
+from embedder.edge import refusals as gunicorn_errors
 
 
 def answer(status: int, message: str, extra=()) -> tuple[str, dict, dict]:

@@ -14,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.servers import Gunicorn, free_port
+from bench.harness.servers import Gunicorn, free_port
 
 pytestmark = pytest.mark.integration
 

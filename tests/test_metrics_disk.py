@@ -23,7 +23,7 @@ from prometheus_client import values
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.servers import ROOT, Gunicorn
+from bench.harness.servers import ROOT, Gunicorn
 from metrics import multiprocess, safe_mmap
 from metrics.safe_mmap import SafeMmapedDict
 

@@ -1,4 +1,4 @@
-"""The onnx backend's torch-free model loader (embedder/model_files.py) and its cache keys: the same
+"""The onnx backend's torch-free model loader (embedder/model/files.py) and its cache keys: the same
 token ids and metadata as sentence-transformers' own loading, refusals of what it cannot run, and
 export keys computed from the model's files without importing torch.
 
@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.servers import ROOT
+from bench.harness.servers import ROOT
 from embedder.backends import onnx_export as ox
 from embedder.config import Settings
-from embedder.model import load_model, load_sentence_transformer
-from embedder.model_files import NotReplicated, UnsupportedModel, load_model_files, load_tokenizer, read_pipeline
+from embedder.model.errors import NotReplicated, UnsupportedModel
+from embedder.model.files import load_model_files
+from embedder.model.load import load_model
+from embedder.model.pipeline import read_pipeline
+from embedder.model.st_loader import load_sentence_transformer
+from embedder.model.tokenizer import load_tokenizer
 
 FIELDS = ("model_id", "path", "dimension", "max_input_tokens", "vocab_size", "ends_with_normalize", "prompts",
           "prefix_ids", "suffix_ids", "pad_id", "uses_token_type_ids", "pooling_modes")
@@ -39,13 +43,13 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def from_files():
-    return load_model_files(Settings())
+    return load_model_files(Settings().model_path(), Settings().resolved_model_id())
 
 
 @pytest.fixture(scope="module")
 def from_st():
     """Today's loading: a SentenceTransformer and its transformers tokenizer (imports torch)."""
-    return load_sentence_transformer(Settings())
+    return load_sentence_transformer(Settings().model_path(), Settings().resolved_model_id())
 
 
 def sentences(stsb) -> list[str]:
@@ -98,8 +102,8 @@ def test_metadata_is_what_sentence_transformers_gives(from_files, from_st):
 
 def test_loading_from_files_imports_no_torch():
     """What the master does for the onnx backend, in a fresh interpreter."""
-    script = ("import sys; from embedder.config import Settings; from embedder.model import load_model; "
-              "m = load_model(Settings()); m.token_ids(['a test'], True); "
+    script = ("import sys; from embedder.config import Settings; from embedder.model.load import load_model; "
+              "s = Settings(); m = load_model(s.model_path(), s.resolved_model_id(), s.backend); m.token_ids(['a test'], True); "
               "print(m.st_model is None, sorted(k for k in ('torch', 'transformers', 'sentence_transformers', "
               "'onnxruntime', 'onnx') if k in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -114,7 +118,7 @@ def test_the_model_directorys_settings_are_read_as_sentence_transformers_reads_t
     copy = model_copy(model_dir, tmp_path / "model", {
         "config_sentence_transformers.json": {"prompts": {"query": "query: ", "passage": "passage: "}},
         "sentence_bert_config.json": {"max_seq_length": 128, "do_lower_case": True}})
-    files, st = load_model_files(Settings(model=str(copy))), load_sentence_transformer(Settings(model=str(copy)))
+    files, st = load_model_files(copy, copy.name), load_sentence_transformer(copy, copy.name)
     assert files.prompts == st.prompts == {"query": "query: ", "document": "", "passage": "passage: "}
     assert files.max_input_tokens == st.max_input_tokens == 128
     texts = sentences(stsb)[:300] + EDGE_CASES
@@ -124,7 +128,7 @@ def test_the_model_directorys_settings_are_read_as_sentence_transformers_reads_t
 
 def test_without_max_seq_length_the_limit_is_the_position_embeddings(model_dir, tmp_path):
     copy = model_copy(model_dir, tmp_path / "model", {"sentence_bert_config.json": {"do_lower_case": False}})
-    files, st = load_model_files(Settings(model=str(copy))), load_sentence_transformer(Settings(model=str(copy)))
+    files, st = load_model_files(copy, copy.name), load_sentence_transformer(copy, copy.name)
     assert files.max_input_tokens == st.max_input_tokens == 512
 
 
@@ -138,7 +142,7 @@ def test_a_pipeline_with_other_modules_is_refused(model_dir, tmp_path):
                        match="Transformer -> Pooling -> Dense -> Normalize: use EMBEDDER_BACKEND=torch"):
         read_pipeline(copy)
     with pytest.raises(UnsupportedModel, match="EMBEDDER_BACKEND=torch"):
-        load_model(Settings(model=str(copy)))  # refused, not loaded another way
+        load_model(copy, copy.name, "onnx")  # refused, not loaded another way
 
 
 @pytest.mark.parametrize("edit", ["no pooling", "pooling first", "custom module"])
@@ -192,7 +196,7 @@ def test_a_tokenizer_it_does_not_reproduce_is_loaded_with_sentence_transformers(
                 "tokenizer_class": "BertTokenizerFast", "auto_map": {"AutoTokenizer": ["BertTokenizer", None]}}
     copy = model_copy(model_dir, tmp_path / "model", {"tokenizer_config.json": settings})
     with caplog.at_level(logging.WARNING, logger="embedder.model"):
-        model = load_model(Settings(model=str(copy)))
+        model = load_model(copy, copy.name, "onnx")
     assert model.st_model is not None and "loading it with sentence-transformers instead" in caplog.text
     assert model.pooling_modes == ("mean",)
     assert model.token_ids(["A test."], True) == from_st.token_ids(["A test."], True)

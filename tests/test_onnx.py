@@ -13,9 +13,11 @@ import pytest
 import requests
 import torch
 
-from bench.servers import ROOT, Gunicorn
+from bench.harness.servers import ROOT, Gunicorn
 from conftest import onnx_cache as cache_dir
 from embedder.backends import onnx_backend as ob
+from embedder.model import pooling
+from embedder.model.errors import UnsupportedModel
 from embedder.backends import onnx_export as ox
 from embedder.config import Settings
 
@@ -35,17 +37,17 @@ def onnx_server(server):
 @pytest.fixture(scope="module")
 def loaded():
     """The model as the onnx backend's master loads it: from its files (no torch)."""
-    from embedder.model import load_model
+    from embedder.model.load import load_model
 
-    return load_model(Settings())
+    return load_model(Settings().model_path(), Settings().resolved_model_id(), "onnx")
 
 
 @pytest.fixture(scope="module")
 def st_loaded():
     """The model as the torch backend loads it: a SentenceTransformer."""
-    from embedder.model import load_sentence_transformer
+    from embedder.model.st_loader import load_sentence_transformer
 
-    return load_sentence_transformer(Settings())
+    return load_sentence_transformer(Settings().model_path(), Settings().resolved_model_id())
 
 
 def fp32_files(cache):
@@ -169,9 +171,9 @@ def test_building_the_backend_never_imports_onnxruntime(tmp_path_factory):
         import sys
         from embedder.backends import create_backend
         from embedder.config import Settings
-        from embedder.model import load_model
+        from embedder.model.load import load_model
 
-        model = load_model(Settings())
+        model = load_model(Settings().model_path(), Settings().resolved_model_id(), "onnx")
         names = [create_backend(Settings(quantize=q, cache_dir=sys.argv[1]), model).name for q in ("", "int8")]
         print(names, sorted(m for m in ("onnxruntime", "torch", "transformers", "sentence_transformers")
                             if m in sys.modules))
@@ -323,19 +325,19 @@ def test_unsupported_pipelines_are_refused(st_loaded, tmp_path):
 
     transformer, pooling = ox.pipeline_parts(st_loaded)
     dense = SentenceTransformer(modules=[transformer, pooling, Dense(384, 8)], device="cpu")
-    with pytest.raises(ox.UnsupportedModel, match="Transformer -> Pooling -> Dense"):
+    with pytest.raises(UnsupportedModel, match="Transformer -> Pooling -> Dense"):
         ox.pipeline_parts(dataclasses.replace(st_loaded, st_model=dense, ends_with_normalize=False))
-    with pytest.raises(ox.UnsupportedModel, match="EMBEDDER_BACKEND=torch"):
+    with pytest.raises(UnsupportedModel, match="EMBEDDER_BACKEND=torch"):
         ob.OnnxBackend(dataclasses.replace(st_loaded, pooling_modes=()), tmp_path)
     assert not (tmp_path / "onnx").exists()  # refused before any file is made
-    with pytest.raises(ox.UnsupportedModel, match="pooling mode median"):
-        ob.pooling_modes(type("FakePooling", (), {"pooling_mode": ("mean", "median")})())
-    with pytest.raises(ox.UnsupportedModel, match="pooling mode median"):
-        ob.pooling_modes(("mean", "median"))
+    with pytest.raises(UnsupportedModel, match="pooling mode median"):
+        pooling.implemented(pooling.pooling_modes(type("FakePooling", (), {"pooling_mode": ("mean", "median")})()))
+    with pytest.raises(UnsupportedModel, match="pooling mode median"):
+        pooling.implemented(("mean", "median"))
 
 
 # -- pooling ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", [*ob.POOLING_MODES, ("cls", "mean", "max")])
+@pytest.mark.parametrize("mode", [*pooling.POOLING_MODES, ("cls", "mean", "max")])
 def test_pooling_matches_sentence_transformers(mode):
     from sentence_transformers.sentence_transformer.modules import Pooling
 
@@ -346,7 +348,7 @@ def test_pooling_matches_sentence_transformers(mode):
     hidden[mask == 0] = 100.0  # padding positions must not leak into any mode
     reference = Pooling(16, pooling_mode=mode)({"token_embeddings": torch.from_numpy(hidden),
                                                  "attention_mask": torch.from_numpy(mask)})
-    ours = ob.pool(hidden, mask, ob.pooling_modes(Pooling(16, pooling_mode=mode)))
+    ours = pooling.pool(hidden, mask, pooling.pooling_modes(Pooling(16, pooling_mode=mode)))
     assert ours.dtype == np.float32 and ours.shape == tuple(reference["sentence_embedding"].shape)
     np.testing.assert_allclose(ours, reference["sentence_embedding"].numpy(), atol=1e-5, rtol=1e-5)
 

@@ -17,11 +17,11 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from bench.servers import Gunicorn
-from embedder import openapi
-from embedder.schemas import Schemas
+from bench.harness.servers import Gunicorn
+from embedder.http import openapi
+from embedder.http.schemas import Schemas
 from embedder.config import Settings
-from embedder.service import Limits
+from embedder.core.service import Limits
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 KEY = "test-key-for-schemathesis"
@@ -34,8 +34,7 @@ MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 def minilm_limits(settings: Settings) -> Limits:
     """all-MiniLM-L6-v2 as the document sees it (the real model is what the live tests serve)."""
     return Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars, dimension=384,
-                  vocab_size=30522, max_input_tokens=256, prompts={"query": "", "document": ""},
-                  model_names=frozenset({MODEL_ID, MODEL_ID.rpartition("/")[2]}), model_id=MODEL_ID)
+                  vocab_size=30522, max_input_tokens=256, prompts={"query": "", "document": ""})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def keyed_server():
                                       Settings(api_key="k", metrics_require_key=True, max_inputs=3)],
                          ids=["open", "keyed", "keyed-metrics"])
 def test_document_is_valid_openapi(settings):
-    document = openapi.build(settings, Schemas(minilm_limits(settings)), MODEL_ID)
+    document = openapi.build(settings, Schemas.bind(minilm_limits(settings), MODEL_ID), MODEL_ID)
     validate(document)
     embed = document["paths"]["/embed"]["post"]
     assert ("401" in embed["responses"]) == bool(settings.api_key)

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from embedder import http_errors, openapi
-from embedder.errors import ClientGone, InputTooLong, InvalidInput, Overloaded, TimedOut, Unavailable
+from embedder.http import error_table as http_errors, openapi
+from embedder.core.errors import ClientGone, InputTooLong, InvalidInput, Overloaded, TimedOut, Unavailable
 from fakes import expected, make_app
 from metrics import definitions as m
 
@@ -129,7 +129,8 @@ def test_core_errors_map_through_the_table(app, error, path):
 
 
 def test_every_status_in_the_table_is_documented():
-    document = openapi.build(make_app().service.settings, make_app().service.schemas, "m")
+    app = make_app()
+    document = openapi.build(app.service.settings, app.extensions["embedder.schemas"], "m")
     responses = document["components"]["responses"]
     for status, kinds in http_errors.by_status().items():
         for shape in ("native", "openai"):

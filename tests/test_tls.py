@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from bench.servers import Gunicorn
+from bench.harness.servers import Gunicorn
 
 pytestmark = pytest.mark.integration
 TEXTS = ["A man is playing a flute.", "hello world"]

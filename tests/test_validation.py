@@ -233,7 +233,7 @@ def test_openai_client_raises_its_own_exceptions(srv):
 
 @pytest.mark.parametrize("text", [" a ", "\u200bhello\u200b", "\u0000x", "日本語", "🙂", "-", "\u0301"])
 def test_text_with_any_visible_character_is_content(srv, text):
-    from embedder.text_content import has_content
+    from embedder.core.content import has_content
 
     assert has_content(text)
     r = send(srv, NATIVE, {"inputs": [text]})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import Settings
-from ..model import LoadedModel
+from ..model.loaded import LoadedModel
 from .base import Backend
 
 

@@ -5,7 +5,7 @@ made in child processes) and keeps only their paths: it never imports onnxruntim
 there. Each worker, after fork, opens the serving form's graph by path with intra-op threads = its
 share of the cores; ONNX Runtime maps the weights (pre-packed copies included) from its data file,
 so all workers share those pages. Pooling runs in NumPy, by the modes in the model's Pooling
-config, so the vectors are the model's own (before any final Normalize: the service normalizes
+config (``model/pooling.py``), so the vectors are the model's own (before any final Normalize: the service normalizes
 when the request asks).
 """
 
@@ -16,53 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model import LoadedModel
+from ..model.errors import UnsupportedModel
+from ..model.loaded import LoadedModel
+from ..model.pooling import implemented, pool
 from .base import pad
-from .onnx_export import UnsupportedModel, onnx_files
-
-#: Pooling modes implemented below (sentence-transformers' Pooling names).
-POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-
-
-# -- pooling ----------------------------------------------------------------------------------------
-def pooling_modes(pooling) -> tuple[str, ...]:
-    """A Pooling module's (or config's) modes, in its concatenation order; refuses what is not
-    implemented. ``pooling``: a mode name, a sequence of them, or an object with ``pooling_mode``."""
-    mode = getattr(pooling, "pooling_mode", pooling)
-    modes = (mode,) if isinstance(mode, str) else tuple(mode)
-    unknown = [m for m in modes if m not in POOLING_MODES]
-    if unknown:
-        raise UnsupportedModel(f"pooling mode {', '.join(unknown)} is not implemented by the onnx "
-                               f"backend (it has {', '.join(POOLING_MODES)}): use EMBEDDER_BACKEND=torch")
-    # include_prompt=False needs the prompt's length, which sentence-transformers only passes when it
-    # encodes with a prompt itself; the service (torch backend too) pools every token it sends.
-    return modes
-
-
-def pool(hidden: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
-    """sentence-transformers' Pooling on right-padded token vectors (batch, tokens, dim)."""
-    weights = mask.astype(np.float32)[..., None]
-    lengths = np.maximum(weights.sum(axis=1), 1e-9)
-    rows = np.arange(hidden.shape[0])
-    out = []
-    for mode in modes:
-        if mode == "cls":
-            out.append(hidden[rows, mask.argmax(axis=1)])
-        elif mode == "mean":
-            out.append((hidden * weights).sum(axis=1) / lengths)
-        elif mode == "mean_sqrt_len_tokens":
-            out.append((hidden * weights).sum(axis=1) / np.sqrt(lengths))
-        elif mode == "max":
-            out.append(np.where(weights > 0, hidden, -np.inf).max(axis=1))
-        elif mode == "weightedmean":
-            position = weights * np.arange(1, hidden.shape[1] + 1, dtype=np.float32)[None, :, None]
-            out.append((hidden * position).sum(axis=1) / np.maximum(position.sum(axis=1), 1e-9))
-        elif mode == "lasttoken":
-            out.append(hidden[rows, mask.sum(axis=1) - 1])
-        else:  # pooling_modes() lets only the above through
-            raise UnsupportedModel(f"pooling mode {mode!r}")
-    return np.concatenate(out, axis=1).astype(np.float32, copy=False)
-
+from .onnx_export import onnx_files, pipeline_parts
 
 # -- the backend ------------------------------------------------------------------------------------
 class OnnxBackend:
@@ -70,10 +28,9 @@ class OnnxBackend:
         """In the master: check the pipeline and get the files (paths only). No session here."""
         self.pad_id = model.pad_id
         self.name = "onnx-int8" if quantize else "onnx"
-        if not model.pooling_modes:
-            raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
-                                   f"{model.model_id} is not one: use EMBEDDER_BACKEND=torch")
-        self.modes = pooling_modes(model.pooling_modes)
+        if not model.pooling_modes:  # the loader found no Transformer -> Pooling (-> Normalize) chain
+            pipeline_parts(model)  # raises UnsupportedModel naming the modules
+        self.modes = implemented(model.pooling_modes)
         files = onnx_files(model, cache_dir, quantize)
         #: The graph as shipped, exported or quantized; the one workers open; whether that one is a
         #: serving form (optimized already, weights mapped from its data file).

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..model import LoadedModel
-from ..model_files import UnsupportedModel
+from ..model.loaded import LoadedModel
+from ..model.pipeline import chain, check_text_output, module_kinds
 
 log = logging.getLogger("embedder.onnx")
 
@@ -65,24 +65,12 @@ ISA_FLAGS = re.compile(r"^(sse|ssse|avx|amx|fma|f16c|vnni|bf16|fp16|asimd|sve|sm
 
 
 def pipeline_parts(model: LoadedModel):
-    """The Transformer and Pooling modules, checked to be the whole pipeline (bar a final Normalize):
-    the export covers the transformer and the backend pools in NumPy, so nothing else may run."""
-    from sentence_transformers.base.modules.transformer import Transformer
-    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
-
+    """The Transformer and Pooling modules, held to the module rule (``model/pipeline.py``): the
+    export covers the transformer and the backend pools in NumPy, so nothing else may run."""
     modules = list(model.st_model.children())
-    if model.ends_with_normalize:
-        modules = modules[:-1]
-    kinds = [type(module).__name__ for module in modules]
-    if len(modules) != 2 or not isinstance(modules[0], Transformer) or not isinstance(modules[1], Pooling):
-        raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
-                               f"{model.model_id} has {' -> '.join(kinds)}: use EMBEDDER_BACKEND=torch")
-    transformer, pooling = modules
-    text = getattr(transformer, "modality_config", {}).get("text", {})
-    if text.get("method", "forward") != "forward" or text.get("method_output_name", "last_hidden_state") \
-            not in ("last_hidden_state", ("last_hidden_state",), ["last_hidden_state"]):
-        raise UnsupportedModel(f"the onnx backend needs a transformer whose text output is "
-                               f"last_hidden_state; {model.model_id} uses {text}")
+    chain(module_kinds(modules), model.model_id)
+    transformer, pooling = modules[:2]
+    check_text_output(getattr(transformer, "modality_config", {}).get("text", {}), model.model_id)
     return transformer, pooling
 
 
@@ -216,10 +204,9 @@ def export_onnx(model_path: str | Path, path: Path) -> None:
     axes; loads it with sentence-transformers (torch), so it runs in a child process or the CLI."""
     import torch
 
-    from ..config import Settings
-    from ..model import load_sentence_transformer
+    from ..model.st_loader import load_sentence_transformer
 
-    model = load_sentence_transformer(Settings(model=str(model_path)))
+    model = load_sentence_transformer(Path(model_path))
     transformer, _ = pipeline_parts(model)
     hf = transformer.auto_model
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_type_ids else [])
@@ -373,7 +360,7 @@ def main(argv=None) -> None:
     import argparse
 
     from ..config import Settings
-    from ..model import load_model
+    from ..model.load import load_model
 
     parser = argparse.ArgumentParser(prog=f"python -m {CLI_MODULE}", description=main.__doc__)
     parser.add_argument("--export-to", type=Path, help=argparse.SUPPRESS)
@@ -393,7 +380,8 @@ def main(argv=None) -> None:
         prepare_serving(args.source, args.prepare_to)
         return
     settings = Settings.from_env()
-    files = onnx_files(load_model(settings), settings.resolved_cache_dir(), settings.quantize, in_process=True)
+    model = load_model(settings.model_path(), settings.resolved_model_id(), settings.backend)
+    files = onnx_files(model, settings.resolved_cache_dir(), settings.quantize, in_process=True)
     print(files.serving)
 
 

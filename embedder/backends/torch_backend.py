@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model import LoadedModel
+from ..model.loaded import LoadedModel
 from .base import pad
 
 

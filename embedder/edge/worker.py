@@ -1,0 +1,484 @@
+"""The Gunicorn worker that faces clients: asyncio connections in front of the Flask app's threads.
+
+Gunicorn's ``gthread`` worker hands a connection to a request thread as soon as it is accepted, and
+the thread then blocks reading the request: a few hundred clients that connect and send nothing, or
+trickle their headers or body (slowloris), hold every thread and the service stops for everyone.
+Here Gunicorn's own asyncio worker and HTTP/1.1 protocol (``gunicorn.workers.gasgi``) read every
+connection in one event loop, and a request reaches one of the ``threads`` request threads (the
+unchanged Flask app, which tokenizes and waits on the batcher) only once its headers and whole
+body have arrived. A stalled connection costs memory, not a thread, and within limits:
+
+- **headers**: a new connection has ``header_timeout`` seconds to send its first request's headers
+  (and as long again for a TLS handshake before them);
+  a kept-alive one has Gunicorn's ``keepalive`` seconds for the next request's. Then 408, closed.
+- **body**: it must arrive within ``body_timeout`` seconds plus one second per ``body_min_rate``
+  bytes received (Apache's ``mod_reqtimeout`` rule: a client slower than that rate runs out of
+  time, a faster one never does). Then 408, closed. Over ``max_body_bytes``, announced or counted
+  as it arrives (chunked): 413, closed, the rest never read.
+- **connections**: at most ``max_connections`` per worker (Gunicorn's ``worker_connections``); a new
+  one over that closes the oldest connection that is not running a request.
+
+Gunicorn's own refusals (malformed request line, URI or headers over its limits, unsupported
+transfer coding) and the ones above answer in the service's JSON error shape.
+
+Contract with Gunicorn
+----------------------
+:class:`EdgeProtocol` and :class:`EdgeWorker` lean on members of ``ASGIProtocol``, ``ASGIWorker``
+and its base ``Worker`` that Gunicorn does not document as API. :data:`GUNICORN_CONTRACT` declares
+every one (class, name, kind, signature as of Gunicorn 27.0.1, the Gunicorn code that must still
+use it) and ``tests/test_edge_contract.py`` checks them against the installed Gunicorn, and fails
+on a member this module uses without declaring it. Check it first when ``gunicorn`` is upgraded.
+The private ones, and why:
+
+- ``ASGIProtocol._request_ready`` (read, ``.set()``): None until HTTP/1 starts, so it tells HTTP/1
+  from HTTP/2; setting it wakes ``_handle_connection``, which then sees ``_closed`` and ends (as
+  Gunicorn's own ``_keepalive_timeout`` does).
+- ``ASGIProtocol._closed`` (read): the connection is closed, by us or the client: a header
+  deadline then does nothing, and the batcher's ``embedder.client_gone`` reads it.
+- ``ASGIProtocol._on_headers_complete`` (override): the parser's callback when a request's headers
+  are in: stops the header deadline and marks the connection busy.
+- ``ASGIProtocol._serve_http_request`` (override, coroutine): one HTTP/1 request, until its response
+  is complete: the connection is idle again after it.
+- ``ASGIProtocol._build_http_scope`` (override): puts the connection in the scope for the bridge.
+- ``ASGIProtocol._send_error_response`` (override, and called for 408): Gunicorn's refusals, in
+  JSON.
+- ``ASGIProtocol._safe_write``, ``ASGIProtocol._close_transport`` (called): write a refusal, close.
+- ``ASGIWorker._serve`` (override, coroutine, called by ``run``): Gunicorn's serving loop, without
+  ASGI lifespan, with :class:`EdgeProtocol` and a TLS handshake deadline; it keeps the heartbeat
+  (``notify``, the ``ppid`` check) and ends with ``_shutdown``.
+- ``ASGIWorker._shutdown`` (override, coroutine): closes idle connections, then Gunicorn's graceful
+  wait (on ``nr_conns``, which ``ASGIProtocol`` keeps; ``lifespan`` stays None as our ``_serve``
+  never sets it).
+- ``ASGIWorker._get_ssl_context`` (called): the TLS context from ``certfile``/``keyfile``, or None.
+
+And public members with an unwritten contract: ``ASGIProtocol.__init__(worker)``, ``.worker``,
+``connection_made``/``connection_lost`` (overridden, with ``super()``); ``ASGIWorker.__init__``,
+``check_config``, ``init_process``, ``load_wsgi`` (overridden), ``.loop``, ``.servers`` (ours are
+appended so Gunicorn's ``_shutdown`` closes them), ``.asgi`` (replaced by :class:`WSGIBridge`
+before any connection: ``ASGIProtocol.__init__`` takes it as its app); ``Worker.wsgi`` (set: the
+server hooks find the service on it), ``.sockets``, ``.alive``, ``.ppid``, ``.log``, ``.cfg``,
+``notify()``; ``gunicorn.sock.BaseSocket.sock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from gunicorn.asgi.protocol import ASGIProtocol
+from gunicorn.workers.gasgi import ASGIWorker
+
+from ..config import Settings
+from . import refusals
+
+#: Every member of Gunicorn's classes this module overrides, calls, reads or sets (see "Contract
+#: with Gunicorn" above; ``tests/test_edge_contract.py`` checks each against the installed
+#: Gunicorn). ``cls``: the class that defines it (dotted path); ``kind``: ``method``, ``coroutine``
+#: (an ``async def``), ``classmethod`` or ``attribute`` (set on ``self`` in Gunicorn's code);
+#: ``use``: ``override`` (ours replaces it), ``override+super`` (ours calls Gunicorn's too),
+#: ``call``, ``read``, ``set``; ``signature``: ``str(inspect.signature(...))`` of Gunicorn's
+#: function on 27.0.1 (None for attributes); ``used_by``: Gunicorn functions that must still
+#: mention the name (they call our override, or create, set or wait on the attribute); ``why``.
+#: Data only: nothing here changes what the worker does.
+GUNICORN_CONTRACT = (
+    # ASGIProtocol: one connection (EdgeProtocol's parent).
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "__init__",
+     "kind": "method", "use": "call", "signature": "(self, worker)",
+     "used_by": (),
+     "why": "EdgeWorker._serve builds EdgeProtocol(worker), as Gunicorn's _serve builds its own"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "worker",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol.__init__",),
+     "why": "the EdgeWorker: its loop, settings and connection list"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "connection_made",
+     "kind": "method", "use": "override+super", "signature": "(self, transport)",
+     "used_by": (),
+     "why": "after Gunicorn's set-up: join the connection list, start the header deadline"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "connection_lost",
+     "kind": "method", "use": "override+super", "signature": "(self, exc)",
+     "used_by": (),
+     "why": "stop the header deadline, leave the connection list; Gunicorn's counts nr_conns down"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_request_ready",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol.__init__",
+                 "gunicorn.asgi.protocol.ASGIProtocol._start_http1",
+                 "gunicorn.asgi.protocol.ASGIProtocol._handle_connection",
+                 "gunicorn.asgi.protocol.ASGIProtocol._keepalive_timeout"),
+     "why": "None until HTTP/1 starts; .set() wakes _handle_connection to see _closed and end"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_closed",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._close_transport",
+                 "gunicorn.asgi.protocol.ASGIProtocol.connection_lost",
+                 "gunicorn.asgi.protocol.ASGIProtocol._handle_connection"),
+     "why": "closed by either side: a late header deadline does nothing; client_gone reads it"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_on_headers_complete",
+     "kind": "method", "use": "override+super", "signature": "(self)",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._setup_callback_parser",),
+     "why": "the parser's callback once headers are in: connection busy, header deadline off"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_serve_http_request",
+     "kind": "coroutine", "use": "override+super", "signature": "(self, request, sockname, peername)",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._handle_connection",),
+     "why": "one HTTP/1 request until its response is complete: the connection is idle after"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_build_http_scope",
+     "kind": "method", "use": "override+super", "signature": "(self, request, sockname, peername)",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._handle_http_request",),
+     "why": "scope['embedder.connection'] for WSGIBridge (embedder.client_gone)"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_send_error_response",
+     "kind": "method", "use": "override", "signature": "(self, status, message, extra_headers=())",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._feed_callback_parser",
+                 "gunicorn.asgi.protocol.ASGIProtocol._handle_h1c_exception",
+                 "gunicorn.asgi.protocol.ASGIProtocol._handle_http_request"),
+     "why": "Gunicorn's refusals (400/414/431/501/500) in the service's JSON shape; ours for 408"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_safe_write",
+     "kind": "method", "use": "call", "signature": "(self, data)",
+     "used_by": (),
+     "why": "write a refusal, ignoring a client already gone"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_close_transport",
+     "kind": "method", "use": "call", "signature": "(self)",
+     "used_by": (),
+     "why": "close after a 408, or to make room; sets _closed"},
+    # ASGIWorker: the worker process (EdgeWorker's parent).
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "__init__",
+     "kind": "method", "use": "override+super", "signature": "(self, *args, **kwargs)",
+     "used_by": (),
+     "why": "passes the arbiter's arguments on; sets loop and servers"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "check_config",
+     "kind": "classmethod", "use": "override", "signature": "(cls, cfg, log)",
+     "used_by": ("gunicorn.arbiter.Arbiter.start",),
+     "why": "no 'ASGI worker does not use threads' warning: threads sizes the request threads"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "init_process",
+     "kind": "method", "use": "override+super", "signature": "(self)",
+     "used_by": ("gunicorn.arbiter.Arbiter.spawn_worker",),
+     "why": "lift the open-files limit first; Gunicorn's sets up the loop, loads the app, runs"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "load_wsgi",
+     "kind": "method", "use": "override+super", "signature": "(self)",
+     "used_by": ("gunicorn.workers.base.Worker.init_process",),
+     "why": "Gunicorn's loads the app into .asgi; ours wraps it in WSGIBridge"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "asgi",
+     "kind": "attribute", "use": "read+set", "signature": None,
+     "used_by": ("gunicorn.workers.gasgi.ASGIWorker.load_wsgi",
+                 "gunicorn.asgi.protocol.ASGIProtocol.__init__"),
+     "why": "the loaded (Flask) app, replaced by WSGIBridge: ASGIProtocol.__init__ takes it"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "_serve",
+     "kind": "coroutine", "use": "override", "signature": "(self)",
+     "used_by": ("gunicorn.workers.gasgi.ASGIWorker.run",),
+     "why": "the serving loop: no lifespan, EdgeProtocol, TLS handshake deadline, heartbeat"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "_shutdown",
+     "kind": "coroutine", "use": "override+super", "signature": "(self)",
+     "used_by": (),
+     "why": "close idle connections, then Gunicorn's graceful wait on nr_conns"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "_get_ssl_context",
+     "kind": "method", "use": "call", "signature": "(self)",
+     "used_by": (),
+     "why": "the TLS context from certfile/keyfile, or None"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "loop",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.gasgi.ASGIWorker._setup_event_loop",
+                 "gunicorn.workers.gasgi.ASGIWorker.run"),
+     "why": "the event loop: listening servers and header deadlines"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "servers",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.gasgi.ASGIWorker.__init__",
+                 "gunicorn.workers.gasgi.ASGIWorker._shutdown"),
+     "why": "ours are appended, so Gunicorn's _shutdown closes and waits for them"},
+    # Worker: ASGIWorker's parent.
+    {"cls": "gunicorn.workers.base.Worker", "name": "wsgi",
+     "kind": "attribute", "use": "set", "signature": None,
+     "used_by": ("gunicorn.workers.base.Worker.load_wsgi",),
+     "why": "the Flask app, where gunicorn.conf.py's server hooks find the service"},
+    {"cls": "gunicorn.workers.base.Worker", "name": "sockets",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.base.Worker.__init__",),
+     "why": "the listening sockets to serve"},
+    {"cls": "gunicorn.workers.base.Worker", "name": "alive",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.base.Worker.__init__",
+                 "gunicorn.workers.gasgi.ASGIWorker.handle_exit_signal"),
+     "why": "False once the worker should stop (SIGTERM, max_requests)"},
+    {"cls": "gunicorn.workers.base.Worker", "name": "ppid",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.base.Worker.__init__",),
+     "why": "the arbiter's pid: a different parent means it is gone"},
+    {"cls": "gunicorn.workers.base.Worker", "name": "notify",
+     "kind": "method", "use": "call", "signature": "(self)",
+     "used_by": (),
+     "why": "the heartbeat, at least every timeout seconds, or the arbiter kills the worker"},
+    {"cls": "gunicorn.workers.base.Worker", "name": "log",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.base.Worker.__init__",),
+     "why": "Gunicorn's logger"},
+    {"cls": "gunicorn.workers.base.Worker", "name": "cfg",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.workers.base.Worker.__init__",),
+     "why": "worker_connections and threads"},
+    # A listener in Worker.sockets.
+    {"cls": "gunicorn.sock.BaseSocket", "name": "sock",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.sock.BaseSocket.__init__",),
+     "why": "the socket object handed to loop.create_server"},
+)
+
+
+class EdgeProtocol(ASGIProtocol):
+    """Gunicorn's HTTP/1.1 connection handler, plus a header deadline for a connection's first
+    request, a place in the worker's connection list (oldest first) and JSON error answers."""
+
+    def connection_made(self, transport):
+        self._header_timer = None
+        self._busy = False  # a request's headers have arrived and its answer is not yet sent
+        super().connection_made(transport)
+        self.worker.admit(self)
+        if self._request_ready is not None:  # HTTP/1 (HTTP/2 and uWSGI are not configured)
+            self._header_timer = self.worker.loop.call_later(
+                self.worker.settings.header_timeout, self._header_timeout)
+
+    def _header_timeout(self):
+        self._header_timer = None
+        if self._closed or self._busy:
+            return
+        self._send_error_response(408, "the request's headers did not arrive in time")
+        self._close_transport()
+        self._request_ready.set()  # as Gunicorn's keep-alive timeout does: let the loop see it
+
+    def _on_headers_complete(self):
+        self._busy = True
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        return super()._on_headers_complete()
+
+    async def _serve_http_request(self, *args, **kwargs):
+        try:
+            return await super()._serve_http_request(*args, **kwargs)
+        finally:
+            self._busy = False
+
+    @property
+    def idle(self) -> bool:
+        """No request on it: it waits for (the rest of) its next request's headers."""
+        return not self._busy
+
+    def close_idle(self) -> None:
+        """Close it to make room (it holds no request, so nothing is lost but the connection)."""
+        self._close_transport()
+        if self._request_ready is not None:
+            self._request_ready.set()
+
+    def connection_lost(self, exc):
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self.worker.connections.pop(self, None)
+        super().connection_lost(exc)
+
+    def _build_http_scope(self, request, sockname, peername):
+        scope = super()._build_http_scope(request, sockname, peername)
+        scope["embedder.connection"] = self
+        return scope
+
+    def _send_error_response(self, status, message, extra_headers=()):
+        """Gunicorn's refusal, in the service's JSON error shape (see ``refusals.py``)."""
+        self._safe_write(refusals.error_response(status, message, extra_headers))
+
+
+class WSGIBridge:
+    """An ASGI app that reads a request's whole body in the event loop, within its deadline and
+    size limit, and only then runs the WSGI app in one of ``threads`` threads (PEP 3333 environ,
+    body as a ``BytesIO``); the response, small JSON here, is collected there and sent from the loop.
+
+    Not asgiref's ``WsgiToAsgi`` or a2wsgi: the first spools any body without limit and runs the app
+    in a pool shared with the loop's other work, the second reads the body from the request thread,
+    which is what a stalled client must not be able to hold."""
+
+    def __init__(self, wsgi, settings: Settings, threads: int):
+        self.wsgi = wsgi
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="embedder-request")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return  # lifespan (and nothing else reaches here: no websocket route)
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
+        connection = scope.get("embedder.connection")
+        environ = self._environ(scope, body, connection)
+        loop = asyncio.get_running_loop()
+        status, headers, chunks = await loop.run_in_executor(self.pool, self._call, environ)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"".join(chunks)})
+
+    async def _read_body(self, scope, receive, send) -> bytes | None:
+        """The whole body, or None after answering 408 (too slow) or 413 (too big). One deadline,
+        ``body_timeout`` s from now, moved 1 s later per ``body_min_rate`` bytes received."""
+        limit, rate = self.settings.max_body_bytes, self.settings.body_min_rate
+        announced = _header(scope, b"content-length")
+        if announced is not None and announced.isdigit() and int(announced) > limit:
+            await _refuse(send, 413, f"request body over {limit} bytes")
+            return None
+        started = asyncio.get_running_loop().time()
+        parts, size = [], 0
+        try:
+            async with asyncio.timeout_at(started + self.settings.body_timeout) as deadline:
+                while True:
+                    message = await receive()  # usually the whole body at once, already read
+                    if message["type"] != "http.request":
+                        return None  # the client went away
+                    parts.append(message.get("body", b""))
+                    size += len(parts[-1])
+                    if size > limit:
+                        await _refuse(send, 413, f"request body over {limit} bytes")
+                        return None
+                    if not message.get("more_body"):
+                        return parts[0] if len(parts) == 1 else b"".join(parts)
+                    deadline.reschedule(started + self.settings.body_timeout + size / rate)
+        except TimeoutError:
+            await _refuse(send, 408, f"the request body did not arrive in time (at least {rate} bytes/s "
+                                     f"after {self.settings.body_timeout:g} s)")
+            return None
+
+    def _environ(self, scope, body: bytes, connection) -> dict:
+        server = scope.get("server") or ("localhost", 80)
+        client = scope.get("client") or ("", 0)
+        environ = {
+            "REQUEST_METHOD": scope["method"],
+            "SCRIPT_NAME": scope.get("root_path", ""),
+            "PATH_INFO": scope["path"].encode("utf-8").decode("latin-1"),
+            "QUERY_STRING": scope["query_string"].decode("latin-1"),
+            "SERVER_NAME": str(server[0]),
+            "SERVER_PORT": str(server[1]),
+            "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
+            "REMOTE_ADDR": client[0],
+            "REMOTE_PORT": str(client[1]),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope["scheme"],
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            # The batcher asks this while the request waits: has the client closed its connection?
+            "embedder.client_gone": (lambda: connection._closed) if connection is not None else None,
+        }
+        for name, value in scope["headers"]:
+            if name == b"content-length" or name == b"transfer-encoding":
+                continue  # the body is whole now: CONTENT_LENGTH above says how long
+            key = name.decode("latin-1").upper().replace("-", "_")
+            key = key if key == "CONTENT_TYPE" else "HTTP_" + key
+            value = value.decode("latin-1")
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ
+
+    def _call(self, environ):
+        """Run the WSGI app (in a request thread) and collect its whole response."""
+        started = []
+
+        def start_response(status, headers, exc_info=None):
+            started[:] = [status, headers]
+
+        result = self.wsgi(environ, start_response)
+        try:
+            chunks = list(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        status, headers = started
+        return (int(status[:3]),
+                [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers], chunks)
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    body = refusals.error_body(status, message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class EdgeWorker(ASGIWorker):
+    """``worker_class`` in ``gunicorn.conf.py``: Gunicorn's asyncio worker serving the Flask app
+    (``wsgi:app``, unchanged) through :class:`WSGIBridge`, with :class:`EdgeProtocol` connections."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = Settings.from_env()
+        #: Open connections, oldest first (a dict keeps insertion order).
+        self.connections: dict[EdgeProtocol, None] = {}
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        pass  # ``threads`` is used: it sizes the request threads
+
+    def init_process(self):
+        raise_open_files_limit(self.cfg.worker_connections + 64)
+        super().init_process()
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        self.wsgi = self.asgi  # the Flask app: the server hooks find the service on it
+        self.asgi = WSGIBridge(self.wsgi, self.settings, self.cfg.threads)
+
+    def admit(self, connection: EdgeProtocol) -> None:
+        """Count a new connection in; over ``worker_connections``, close the oldest idle one."""
+        self.connections[connection] = None
+        if len(self.connections) > self.cfg.worker_connections:
+            for oldest in self.connections:
+                if oldest.idle and oldest is not connection:
+                    oldest.close_idle()
+                    self.connections.pop(oldest, None)
+                    break
+
+    async def _serve(self):
+        """ASGIWorker's loop without ASGI lifespan (a WSGI app has none), with our protocol."""
+        ssl_context = self._get_ssl_context()
+        # A TLS handshake comes before the first request's headers, within the same deadline.
+        handshake = {"ssl_handshake_timeout": self.settings.header_timeout} if ssl_context else {}
+        for sock in self.sockets:
+            self.servers.append(await self.loop.create_server(
+                lambda: EdgeProtocol(self), sock=sock.sock, ssl=ssl_context, start_serving=True,
+                **handshake))
+        while self.alive:
+            self.notify()
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            await asyncio.sleep(1.0)
+        await self._shutdown()
+
+    async def _shutdown(self):
+        """Stop accepting, close the connections that hold no request, then Gunicorn's graceful
+        wait for the rest (each closes after its response, since the worker is no longer alive)."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.connections):
+            if connection.idle:
+                connection.close_idle()
+        await super()._shutdown()
+        self.asgi.pool.shutdown(wait=False)
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Each connection is a file descriptor: lift the soft limit toward ``wanted`` (never past the
+    hard limit; macOS's default soft limit is 256)."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass

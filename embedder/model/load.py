@@ -1,0 +1,39 @@
+"""Loading the configured model, once, in the Gunicorn master (``preload_app``).
+
+The torch backend loads the SentenceTransformer (its weights then shared by the forked workers);
+the onnx backend reads only the model directory's files (``files.py``: no torch in the master or
+the workers), unless that loader cannot reproduce the model's set-up exactly (NotReplicated,
+logged), when sentence-transformers loads it instead. Tokenizing happens in the request threads,
+so the batching thread only pads and runs the forward pass, and so token counts (for limits, usage
+and metrics) are known before queueing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .errors import NotReplicated
+from .loaded import LoadedModel
+
+log = logging.getLogger("embedder.model")
+
+
+def load_model(path: Path, model_id: str, backend: str) -> LoadedModel:
+    """The model in directory ``path`` (never from a hub), named ``model_id``: from its files alone
+    for the onnx backend, else (or when the files' loader does not reproduce the model's set-up) as
+    a SentenceTransformer. A pipeline the onnx backend cannot run raises UnsupportedModel."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if backend == "onnx":
+        from .files import load_model_files
+
+        try:
+            return load_model_files(Path(path), model_id)
+        except NotReplicated as why:
+            log.warning("model %s: %s; loading it with sentence-transformers instead (torch in the master)",
+                        model_id, why)
+    from .st_loader import load_sentence_transformer  # imports torch: only when it is needed
+
+    return load_sentence_transformer(Path(path), model_id)

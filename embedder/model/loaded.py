@@ -1,0 +1,54 @@
+"""A loaded model: what serving needs to know about it, and its inputs as the token ids it reads
+(special tokens around them, cut at the model's limit as sentence-transformers cuts them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import TooManyTokens
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class LoadedModel:
+    """A sentence-transformers model plus what serving needs to know about it."""
+
+    #: The sentence-transformers model (its modules run in the torch backend); None when the model
+    #: was read from its files (the onnx backend) or is the fast tests' stand-in.
+    st_model: object
+    #: A :class:`~embedder.model.tokenizer.Tokenizer`.
+    tokenizer: Tokenizer
+    model_id: str
+    path: str
+    dimension: int
+    max_input_tokens: int
+    vocab_size: int
+    #: Whether the model's own pipeline ends with a Normalize module (the backend stops before it).
+    ends_with_normalize: bool
+    prompts: dict = field(default_factory=dict)
+    #: Special tokens the tokenizer wraps every input in, e.g. [CLS] ... [SEP].
+    prefix_ids: list = field(default_factory=list)
+    suffix_ids: list = field(default_factory=list)
+    pad_id: int = 0
+    #: Whether the transformer takes token_type_ids (BERT does; many others do not).
+    uses_token_type_ids: bool = True
+    #: The Pooling module's modes, in its concatenation order, when the pipeline is Transformer ->
+    #: Pooling (-> Normalize) (what the onnx backend runs); empty otherwise.
+    pooling_modes: tuple = ()
+
+    def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
+        """Token ids of each text with special tokens, truncated to the model's limit."""
+        return self.wrap_ids(self.tokenizer.content_ids(texts), truncate)
+
+    def wrap_ids(self, content: list[list[int]], truncate: bool) -> list[list[int]]:
+        """Add special tokens around content ids; cut (or refuse) what exceeds the limit."""
+        room = self.max_input_tokens - len(self.prefix_ids) - len(self.suffix_ids)
+        out = []
+        for index, ids in enumerate(content):
+            if len(ids) > room:
+                if not truncate:
+                    raise TooManyTokens(index, len(ids) + len(self.prefix_ids) + len(self.suffix_ids),
+                                        self.max_input_tokens)
+                ids = ids[:room]
+            out.append(self.prefix_ids + list(ids) + self.suffix_ids)
+        return out

@@ -1,0 +1,121 @@
+"""The module rule, stated once: which sentence-transformers pipelines are served as they are.
+
+A model is served torch-free (the onnx backend: the transformer as a graph, pooling in NumPy) when
+its modules are Transformer -> Pooling, optionally -> Normalize, and its transformer's text output
+is its token vectors (``last_hidden_state``). :func:`chain` checks the module kinds, read from
+``modules.json`` (:func:`read_pipeline`) or from a loaded SentenceTransformer's modules
+(:func:`module_kinds`); :func:`check_text_output` the transformer's output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NotReplicated, UnsupportedModel
+from .pooling import pooling_modes
+
+#: The Transformer module's config file, then the legacy names sentence-transformers still reads.
+TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
+                       "sentence_distilbert_config.json", "sentence_camembert_config.json",
+                       "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+                       "sentence_xlnet_config.json")
+#: sentence-transformers' own module classes the rule names.
+OWN_MODULES = ("Transformer", "Pooling", "Normalize")
+TORCH_HINT = "use EMBEDDER_BACKEND=torch"
+
+
+def chain(kinds: list[str], model_id: str) -> bool:
+    """Whether the pipeline ends with Normalize, if it is Transformer -> Pooling (-> Normalize);
+    UnsupportedModel naming its modules otherwise."""
+    ends_with_normalize = bool(kinds) and kinds[-1] == "Normalize"
+    core = kinds[:-1] if ends_with_normalize else kinds
+    if core != ["Transformer", "Pooling"]:
+        raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
+                               f"{model_id} has {' -> '.join(kinds) or 'no modules'}: {TORCH_HINT}")
+    return ends_with_normalize
+
+
+def check_text_output(text: dict, model_id: str, task: str = "feature-extraction") -> None:
+    """UnsupportedModel unless the transformer's text output is its token vectors."""
+    output = text.get("method_output_name", "last_hidden_state")
+    if isinstance(output, (list, tuple)) and len(output) == 1:
+        output = output[0]
+    if task != "feature-extraction" or text.get("method", "forward") != "forward" or output != "last_hidden_state":
+        raise UnsupportedModel(f"the onnx backend needs a transformer whose text output is last_hidden_state; "
+                               f"{model_id} has task {task!r} and text {text}: {TORCH_HINT}")
+
+
+def module_kinds(modules: list) -> list[str]:
+    """The rule's names for a loaded SentenceTransformer's modules (imports sentence-transformers)."""
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    own = {Transformer: "Transformer", Pooling: "Pooling", Normalize: "Normalize"}
+    return [next((name for cls, name in own.items() if isinstance(module, cls)), type(module).__name__)
+            for module in modules]
+
+
+def _module_kind(type_ref: str) -> str:
+    """The rule's name for a module as modules.json writes its class: sentence-transformers' own
+    (old and new module paths) by class name, anything else by its full reference."""
+    name = type_ref.rsplit(".", 1)[-1]
+    return name if type_ref.startswith("sentence_transformers.") else type_ref
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What modules.json and the modules' configs say about a Transformer -> Pooling (-> Normalize)
+    model."""
+
+    transformer_dir: Path
+    pooling_modes: tuple[str, ...]
+    #: The Pooling module's output size: token vector size x number of modes.
+    dimension: int
+    ends_with_normalize: bool
+    #: The Transformer module's own config (sentence_bert_config.json or a legacy name).
+    transformer_config: dict = field(default_factory=dict)
+
+
+def read_json(path: Path, default=None):
+    if not path.is_file():
+        return default
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _inside(root: Path, relative: str) -> Path:
+    path = Path(relative)
+    if path.is_absolute() or ".." in path.parts:
+        raise UnsupportedModel(f"modules.json names a module path outside the model directory: {relative!r}")
+    return root / path
+
+
+def read_pipeline(model_dir: str | Path, model_id: str = "") -> Pipeline:
+    """The model's pipeline from its files, held to :func:`chain` and :func:`check_text_output`."""
+    root = Path(model_dir)
+    model_id = model_id or root.name
+    modules = read_json(root / "modules.json")
+    if modules is None:
+        # sentence-transformers would wrap a plain transformers model in mean pooling; not reproduced.
+        raise NotReplicated(f"{root} has no modules.json (not a sentence-transformers model)")
+    modules = sorted(modules, key=lambda m: m.get("idx", 0))
+    ends_with_normalize = chain([_module_kind(str(m.get("type", ""))) for m in modules], model_id)
+    transformer_dir = _inside(root, modules[0].get("path", ""))
+    config = {}
+    for name in TRANSFORMER_CONFIGS:
+        config = read_json(transformer_dir / name)
+        if config is not None:
+            break
+    config = config or {}
+    check_text_output((config.get("modality_config") or {}).get("text", {}), model_id,
+                      config.get("transformer_task", "feature-extraction"))
+    pooling = read_json(_inside(root, modules[1].get("path", "")) / "config.json", {})
+    modes = pooling_modes(pooling)
+    width = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
+    if width is None:
+        raise UnsupportedModel(f"{model_id}'s Pooling config has no embedding_dimension")
+    return Pipeline(transformer_dir=transformer_dir, pooling_modes=modes, dimension=int(width) * len(modes),
+                    ends_with_normalize=ends_with_normalize, transformer_config=config)
