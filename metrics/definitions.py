@@ -3,7 +3,7 @@
 Names use base units (``_seconds``, ``_total``). Latency buckets resolve milliseconds. In
 Gunicorn each worker writes its own samples (prometheus_client multiprocess mode) and
 ``/metrics`` adds them up; gauges say how: ``livesum`` counts only live workers.
-``python -m metrics.definitions`` prints the README's table of them (tests/test_readme.py).
+``python -m metrics.definitions`` prints the metrics table of docs/operations.md (tests/test_readme.py keeps them equal).
 """
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -66,7 +66,7 @@ _GAUGE_MODES = {"livesum": "gauge (live workers' sum)", "livemax": "gauge (live 
 
 
 def markdown_table() -> str:
-    """The README's metrics table, from the definitions above."""
+    """docs/operations.md's metrics table, from the definitions above."""
     lines = ["| metric | type | meaning |", "| --- | --- | --- |"]
     for metric in globals().values():
         if not isinstance(metric, MetricWrapperBase):

@@ -4,7 +4,7 @@ One client holds many connections that cost the server nothing to serve but ever
 ones that send nothing, ones that trickle header lines (slowloris), and ones that send headers and
 then trickle the body, each reopened as soon as the server closes it. Another client meanwhile
 POSTs one sentence to ``/embed`` every ``interval`` seconds (``timeout`` each); the answer is what
-that probe got. ``tests/test_edge.py`` runs it against a real server (the README's numbers)::
+that probe got. ``tests/test_edge.py`` runs it against a real server (docs/how-it-works.md has its numbers)::
 
     python -m bench.tools.stall --url http://127.0.0.1:8000 --idle 1000 --slow-headers 200 \\
         --slow-bodies 200 --seconds 20

@@ -48,7 +48,7 @@ EXPORT_VERSION = 2
 OPSET = 17
 #: Shipped-model locations checked before exporting, relative to the model directory.
 SHIPPED = ("onnx/model.onnx", "model.onnx")
-#: Dynamic int8 settings; per-channel weight scales kept STS-B within 0.3 points (README).
+#: Dynamic int8 settings; per-channel weight scales kept STS-B within 0.3 points (docs/benchmarks.md).
 INT8_OPTIONS = {"per_channel": True, "reduce_range": False}
 #: The packages whose versions decide what an export writes.
 EXPORTERS = ("torch", "transformers", "sentence-transformers", "onnx")
