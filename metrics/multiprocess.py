@@ -2,17 +2,21 @@
 
 prometheus_client picks multiprocess mode when it is first imported, and with ``preload_app``
 the app (and so prometheus_client) is imported before any server hook runs. So
-``gunicorn.conf.py`` calls :func:`prepare_dir` at its top: each master gets a fresh directory of
+``gunicorn.conf.py`` calls :func:`prepare_dir` at its top (this module imports prometheus_client,
+and ``safe_mmap``, which does, only inside its functions, each saying so): each master gets a fresh directory of
 its own (under the ``metrics_dir`` setting, ``PROMETHEUS_MULTIPROC_DIR``, if set, else the temp
 dir), which its workers inherit and which is removed when the master exits.
 """
 
 from __future__ import annotations
 
+import fcntl
+import inspect
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
@@ -71,9 +75,7 @@ def _value_internals():
     """prometheus_client's per-process state behind its multiprocess values: the open files, every
     value, and the lock all writes take (closure variables of values.MultiProcessValue). Private
     API: tests/test_faults.py fails if a prometheus_client upgrade moves them."""
-    import inspect
-
-    from prometheus_client import values
+    from prometheus_client import values  # after prepare_dir: prometheus_client picks its mode on first import
 
     cls = values.ValueClass
     state = {**inspect.getclosurevars(cls.__init__).nonlocals,
@@ -117,7 +119,7 @@ def flush_pending() -> str:
     is space now. Returns why some still wait ("" when none does)."""
     if not os.environ.get(ENV):
         return ""
-    from metrics import safe_mmap
+    from metrics import safe_mmap  # after prepare_dir: prometheus_client picks its mode on first import
 
     files, _, lock = _value_internals()
     with lock:
@@ -134,7 +136,6 @@ def flush_pending() -> str:
 def start_keeper(interval: float = 1.0) -> None:
     """In a worker: a daemon thread that puts its metric files back if they are deleted, and
     writes the values kept in memory while the filesystem was full once there is space."""
-    import threading
 
     def keep():
         while True:
@@ -158,8 +159,6 @@ _LOCK = ".scrape.lock"
 def _dir_lock(exclusive: bool):
     """A lock on the directory's file set: scrapes read under a shared lock, the master merges a
     dead worker's files under an exclusive one, so no scrape counts a value twice or not at all."""
-    import fcntl
-
     with open(os.path.join(os.environ[ENV], _LOCK), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
@@ -176,9 +175,8 @@ def mark_dead(pid: int) -> None:
     Never raises: an error in Gunicorn's ``child_exit`` hook would stop the master."""
     if not os.environ.get(ENV):
         return
-    from prometheus_client import multiprocess
-
-    from metrics.safe_mmap import SafeMmapedDict
+    from prometheus_client import multiprocess  # after prepare_dir: prometheus_client picks its mode on first import
+    from metrics.safe_mmap import SafeMmapedDict  # after prepare_dir: prometheus_client picks its mode on first import
 
     try:
         multiprocess.mark_process_dead(pid)
@@ -213,12 +211,13 @@ class MetricsUnavailable(Exception):
 def render() -> tuple[bytes, str]:
     """The aggregate of every worker of this server, in the Prometheus text format.
 
-    Raises :class:`MetricsUnavailable` (the app answers 503) while this worker's values cannot be written to the metrics
-    directory (full or not writable): a scrape would show counts short of the truth."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    Raises :class:`MetricsUnavailable` (the app answers 503) while this worker's values cannot be
+    written to the metrics directory (full or not writable): a scrape would show counts short of
+    the truth."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest  # after prepare_dir: prometheus_client picks its mode on first import
 
     if os.environ.get(ENV):
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # after prepare_dir: prometheus_client picks its mode on first import
 
         ensure_dir()
         problem = flush_pending()

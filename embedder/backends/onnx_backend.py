@@ -41,7 +41,7 @@ class OnnxBackend:
 
     def start(self, threads: int) -> None:
         """Per worker, after fork: the session, with this worker's share of the cores."""
-        import onnxruntime as ort
+        import onnxruntime as ort  # in the worker only: imported in the master, it starts a thread before fork
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

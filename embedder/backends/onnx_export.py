@@ -23,11 +23,15 @@ session side is ``onnx_backend.py``.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
+import platform
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -35,8 +39,11 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ..config import Settings
+from ..model.load import load_model
 from ..model.loaded import LoadedModel
 from ..model.pipeline import chain, check_text_output, module_kinds
+from ..model.st_loader import load_sentence_transformer
 
 log = logging.getLogger("embedder.onnx")
 
@@ -138,8 +145,6 @@ def file_key(path: Path) -> str:
 def cpu_fingerprint() -> str:
     """The machine's architecture, CPU vendor and instruction-set flags: what selects ONNX Runtime's
     kernels and so the layout of pre-packed weights."""
-    import platform
-
     parts = [platform.machine()]
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -202,9 +207,7 @@ def _atomic_dir(final: Path, write) -> Path:
 def export_onnx(model_path: str | Path, path: Path) -> None:
     """Export the model's Hugging Face transformer (token vectors out) with dynamic batch and length
     axes; loads it with sentence-transformers (torch), so it runs in a child process or the CLI."""
-    import torch
-
-    from ..model.st_loader import load_sentence_transformer
+    import torch  # runs in a child process or the CLI, never in a server's master (see _run_child)
 
     model = load_sentence_transformer(Path(model_path))
     transformer, _ = pipeline_parts(model)
@@ -236,7 +239,7 @@ def export_onnx(model_path: str | Path, path: Path) -> None:
 
 def quantize_int8(source: Path, path: Path) -> None:
     """Dynamic int8 weights (activations quantized at run time), per output channel."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # a child process (see _run_child)
 
     quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, **INT8_OPTIONS)
 
@@ -245,7 +248,7 @@ def prepare_serving(source: Path, directory: Path) -> None:
     """Optimize ``source`` as a worker's session would (ORT_ENABLE_ALL) and save it into
     ``directory``: the graph, and one data file with every weight of 1 KiB or more and their
     pre-packed copies, which workers' sessions then map instead of copying."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # a child process (see _run_child)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -265,9 +268,6 @@ def _run_child(what: str, args: list[str]) -> None:
     i.e. runs, the model) would start torch's OpenMP pool before fork, and even importing
     onnxruntime starts a thread there; forked workers inherit such pools without their threads and
     hang (seen here: an int8 worker hung at exit until graceful_timeout, then aborted)."""
-    import subprocess
-    import sys
-
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -348,20 +348,10 @@ def onnx_files(model: LoadedModel, cache_dir: Path, quantize: str = "", in_proce
     return OnnxFiles(source, serving / SERVING_GRAPH, True)
 
 
-def onnx_file(model: LoadedModel, cache_dir: Path, quantize: str = "", in_process: bool = False) -> Path:
-    """The source graph of :func:`onnx_files` (shipped, exported or quantized)."""
-    return onnx_files(model, cache_dir, quantize, in_process).source
-
-
 def main(argv=None) -> None:
     """Fill the cache for the configured model (EMBEDDER_* settings) and print the path of the
     graph workers will open; or, with --export-to / --quantize-to / --prepare-to (used by
     :func:`_run_child`), write just that one file or directory."""
-    import argparse
-
-    from ..config import Settings
-    from ..model.load import load_model
-
     parser = argparse.ArgumentParser(prog=f"python -m {CLI_MODULE}", description=main.__doc__)
     parser.add_argument("--export-to", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)

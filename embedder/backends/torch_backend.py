@@ -21,7 +21,7 @@ class TorchBackend:
 
     def start(self, threads: int) -> None:
         """Per worker, after fork: size torch's thread pools. Never call this in the master."""
-        import torch
+        import torch  # here, not at the top: importing this module must not import torch (onnx path)
 
         torch.set_num_threads(threads)
         try:
@@ -30,7 +30,7 @@ class TorchBackend:
             pass
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        import torch
+        import torch  # (see start)
 
         input_ids, attention_mask = (torch.from_numpy(array) for array in pad(batch, self.model.pad_id))
         features = {

@@ -6,7 +6,6 @@ says the same thing (:func:`content_pattern`), so schema and check never disagre
 from __future__ import annotations
 
 import functools
-import re
 import sys
 import unicodedata
 
@@ -36,15 +35,3 @@ def content_pattern() -> str:
         return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
 
     return "[^" + "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges) + "]"
-
-
-def has_content(text: str) -> bool:
-    """Whether anything but white space, control and invisible characters is in ``text`` (such a
-    text would embed as the special tokens alone: one and the same vector for all of them): a
-    search for :func:`content_pattern`, the rule the request models enforce, so one definition."""
-    return _content().search(text) is not None
-
-
-@functools.lru_cache(maxsize=1)
-def _content() -> re.Pattern:
-    return re.compile(content_pattern())

@@ -472,7 +472,7 @@ def raise_open_files_limit(wanted: int) -> None:
     """Each connection is a file descriptor: lift the soft limit toward ``wanted`` (never past the
     hard limit; macOS's default soft limit is 256)."""
     try:
-        import resource
+        import resource  # POSIX only: elsewhere there is no limit to lift
     except ImportError:  # not a POSIX system
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

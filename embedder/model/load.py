@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 
 from .errors import NotReplicated
+from .files import load_model_files
 from .loaded import LoadedModel
+from .st_loader import load_sentence_transformer
 
 log = logging.getLogger("embedder.model")
 
@@ -27,13 +29,9 @@ def load_model(path: Path, model_id: str, backend: str) -> LoadedModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if backend == "onnx":
-        from .files import load_model_files
-
         try:
             return load_model_files(Path(path), model_id)
         except NotReplicated as why:
             log.warning("model %s: %s; loading it with sentence-transformers instead (torch in the master)",
                         model_id, why)
-    from .st_loader import load_sentence_transformer  # imports torch: only when it is needed
-
     return load_sentence_transformer(Path(path), model_id)

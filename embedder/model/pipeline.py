@@ -49,6 +49,7 @@ def check_text_output(text: dict, model_id: str, task: str = "feature-extraction
 
 def module_kinds(modules: list) -> list[str]:
     """The rule's names for a loaded SentenceTransformer's modules (imports sentence-transformers)."""
+    # sentence-transformers imports torch: only for a model it loaded (never on the torch-free path).
     from sentence_transformers.base.modules.normalize import Normalize
     from sentence_transformers.base.modules.transformer import Transformer
     from sentence_transformers.sentence_transformer.modules.pooling import Pooling

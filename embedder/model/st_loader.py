@@ -30,6 +30,8 @@ def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
     """The model in directory ``path`` as a SentenceTransformer (imports torch)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torch, transformers and sentence-transformers: only when this loader runs (the onnx backend's
+    # master and workers never import them).
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import tokenizers
+from tokenizers import AddedToken, normalizers, pre_tokenizers, processors
+
 from .errors import NotReplicated
 from .pipeline import read_json
 
@@ -32,8 +35,8 @@ SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_toke
 
 
 class Tokenizer(Protocol):
-    """What serving needs of a tokenizer (model_files.FileTokenizer, TransformersTokenizer, the fast
-    tests' stand-in)."""
+    """What serving needs of a tokenizer (:class:`FileTokenizer`, :class:`TransformersTokenizer`,
+    the fast tests' stand-in)."""
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text without special tokens, untruncated."""
@@ -118,8 +121,6 @@ def load_tokenizer(tokenizer_dir: Path, transformer_config: dict, model_config: 
     """BERT's tokenizer as transformers 5 builds BertTokenizer (vocabulary and post-processor from
     tokenizer.json, normalizer from tokenizer_config.json) plus sentence-transformers' changes
     (``do_lower_case``, ``max_seq_length``); NotReplicated for anything else."""
-    from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
-
     if transformer_config.get("tokenizer_name_or_path"):
         raise NotReplicated("the tokenizer comes from another directory (tokenizer_name_or_path)")
     args = dict(transformer_config.get("processor_kwargs") or transformer_config.get("tokenizer_args") or {})
@@ -154,7 +155,7 @@ def load_tokenizer(tokenizer_dir: Path, transformer_config: dict, model_config: 
             model.get("max_input_chars_per_word", 100)) != (unk, "##", 100):
         raise NotReplicated("tokenizer.json's WordPiece settings differ from BertTokenizer's "
                             f"(unk {unk!r}, prefix '##', 100 characters a word)")
-    tokenizer = Tokenizer.from_file(str(file))
+    tokenizer = tokenizers.Tokenizer.from_file(str(file))
     # BertTokenizer.__init__: WordPiece over the file's vocabulary (checked above to be set up as it
     # sets it up), normalizer and pre-tokenizer from its arguments, post-processor below.
     tokenizer.normalizer = normalizers.BertNormalizer(
