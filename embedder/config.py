@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Mapping
 
 PREFIX = "EMBEDDER_"
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -225,7 +225,7 @@ class Settings:
 
     # -- reading ------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from the environment; an unset or empty variable keeps the default. A bad
         value raises ValueError naming the variable."""
         environ = os.environ if environ is None else environ

@@ -75,7 +75,8 @@ def _value_internals():
     """prometheus_client's per-process state behind its multiprocess values: the open files, every
     value, and the lock all writes take (closure variables of values.MultiProcessValue). Private
     API: tests/test_faults.py fails if a prometheus_client upgrade moves them."""
-    from prometheus_client import values  # after prepare_dir: prometheus_client picks its mode on first import
+    # prometheus_client only after prepare_dir (see the module docstring)
+    from prometheus_client import values
 
     cls = values.ValueClass
     state = {**inspect.getclosurevars(cls.__init__).nonlocals,
@@ -119,7 +120,7 @@ def flush_pending() -> str:
     is space now. Returns why some still wait ("" when none does)."""
     if not os.environ.get(ENV):
         return ""
-    from metrics import safe_mmap  # after prepare_dir: prometheus_client picks its mode on first import
+    from metrics import safe_mmap  # it imports prometheus_client: only after prepare_dir
 
     files, _, lock = _value_internals()
     with lock:
@@ -175,8 +176,10 @@ def mark_dead(pid: int) -> None:
     Never raises: an error in Gunicorn's ``child_exit`` hook would stop the master."""
     if not os.environ.get(ENV):
         return
-    from prometheus_client import multiprocess  # after prepare_dir: prometheus_client picks its mode on first import
-    from metrics.safe_mmap import SafeMmapedDict  # after prepare_dir: prometheus_client picks its mode on first import
+    # prometheus_client (safe_mmap imports it too) only after prepare_dir (see the module docstring)
+    from prometheus_client import multiprocess
+
+    from metrics.safe_mmap import SafeMmapedDict
 
     try:
         multiprocess.mark_process_dead(pid)
@@ -214,10 +217,11 @@ def render() -> tuple[bytes, str]:
     Raises :class:`MetricsUnavailable` (the app answers 503) while this worker's values cannot be
     written to the metrics directory (full or not writable): a scrape would show counts short of
     the truth."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest  # after prepare_dir: prometheus_client picks its mode on first import
+    # prometheus_client only after prepare_dir (see the module docstring)
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
     if os.environ.get(ENV):
-        from prometheus_client import multiprocess  # after prepare_dir: prometheus_client picks its mode on first import
+        from prometheus_client import multiprocess  # (see above)
 
         ensure_dir()
         problem = flush_pending()

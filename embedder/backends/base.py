@@ -6,7 +6,8 @@ and started in each worker after fork, where it sizes its thread pool.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

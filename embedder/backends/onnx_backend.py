@@ -11,8 +11,8 @@ when the request asks).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ..model.loaded import LoadedModel
 from ..model.pooling import implemented, pool
 from .base import pad
 from .onnx_export import onnx_files, pipeline_parts
+
 
 # -- the backend ------------------------------------------------------------------------------------
 class OnnxBackend:

@@ -11,8 +11,8 @@ and the batcher asks :func:`split` for the cheapest partition of what is queued,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class CostModel:
         return {key: round(value, 6) for key, value in asdict(self).items()}
 
     @classmethod
-    def fit(cls, samples: Sequence[tuple[int, int, float]]) -> "CostModel":
+    def fit(cls, samples: Sequence[tuple[int, int, float]]) -> CostModel:
         """Least squares on relative error over (n, length, ms) samples; no coefficient below 0."""
         estimate = CostEstimate()
         for n, length, ms in samples:
@@ -128,8 +128,9 @@ def split(lengths: Sequence[int], cost: CostModel, max_size: int, max_tokens: in
     Returns the pass boundaries (end index of each pass, the last equal to ``len(lengths)``).
     A pass holds at most ``max_size`` inputs and, unless it holds one, at most ``max_tokens``
     padded tokens and at most ``max_cost`` ms by the model (so one request's many long inputs
-    cannot hold the model for long while others wait: they run in several passes). Dynamic programming over the sorted lengths: a pass's cost is set by its last
-    (longest) input, so the best split of the first ``j`` inputs ends with a pass ``i..j``.
+    cannot hold the model for long while others wait: they run in several passes). Dynamic
+    programming over the sorted lengths: a pass's cost is set by its last (longest) input, so the
+    best split of the first ``j`` inputs ends with a pass ``i..j``.
     """
     count = len(lengths)
     best = [0.0] + [float("inf")] * count

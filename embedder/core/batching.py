@@ -16,8 +16,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
-from typing import Callable
 
 import numpy as np
 

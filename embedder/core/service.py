@@ -19,11 +19,11 @@ import numpy as np
 
 from metrics import definitions as m
 
+from ..config import Settings
+from ..model.errors import TooManyTokens
 from .batch_plan import OnlineCost, probe
 from .batching import Batcher
 from .errors import InputTooLong
-from ..config import Settings
-from ..model.errors import TooManyTokens
 
 log = logging.getLogger("embedder.service")
 

@@ -15,7 +15,6 @@ from http import HTTPStatus
 
 import orjson
 
-
 #: Phrases fixed here where Python's table changed between versions (3.13 renamed 413 and 414), so
 #: that ``error_type`` stays the same; 413's matches the app's own refusal of a long body.
 _REASONS = {413: "Request Entity Too Large", 414: "URI Too Long"}

@@ -15,15 +15,15 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from metrics import definitions as m
 
-from . import docs_page
-from .routes import api
-from .schemas import Schemas
-from ..config import Settings
 from ..backends import create_backend
+from ..config import Settings
 from ..core.service import EmbeddingService
 from ..model.load import load_model
+from . import docs_page
 from .error_table import Unauthorized, kind_of
 from .responses import error_response
+from .routes import api
+from .schemas import Schemas
 
 log = logging.getLogger("embedder.app")
 

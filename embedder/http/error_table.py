@@ -10,8 +10,16 @@ from dataclasses import dataclass, field
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from ..core.errors import (ClientGone, EmbedderError, InputTooLong, InvalidInput, ModelNotFound, Overloaded, TimedOut,
-                           Unavailable)
+from ..core.errors import (
+    ClientGone,
+    EmbedderError,
+    InputTooLong,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    TimedOut,
+    Unavailable,
+)
 
 
 class MalformedJSON(EmbedderError):

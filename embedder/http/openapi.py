@@ -3,10 +3,10 @@
 Request and response schemas are the typed models of ``schemas.py``, the same ones validation
 runs and the routes answer with, so document and server cannot disagree; this module lists the
 operations (routes, their models, errors and tags). Errors come from the one table in
-``error_table.py``, so their statuses, codes and meanings cannot drift. The limits in the schemas (inputs per request, characters per input,
-``dimensions``, token ids) and the security requirements come from the running settings and
-model, so the document is true for this deployment and Schemathesis can check the server against
-the limits it really enforces (tests/test_openapi.py).
+``error_table.py``, so their statuses, codes and meanings cannot drift. The limits in the schemas
+(inputs per request, characters per input, ``dimensions``, token ids) and the security
+requirements come from the running settings and model, so the document is true for this
+deployment and Schemathesis can check the server against the limits it really enforces.
 """
 
 from __future__ import annotations
@@ -210,9 +210,9 @@ def build(settings, schemas, model_id: str) -> dict:
             "description": (
                 f"Sentence embeddings from {model_id} ({dim} dimensions). Errors are JSON: "
                 '`{"error": str, "error_type": str}` on native routes and OpenAI\'s '
-                '`{"error": {"message", "type", "param", "code"}}` on OpenAI\'s routes (/v1/..., /embeddings, /models), '
-                "also for unknown routes (404, `not_found`) and methods (405, `method_not_allowed`, "
-                "with `Allow`)."
+                '`{"error": {"message", "type", "param", "code"}}` on OpenAI\'s routes '
+                "(/v1/..., /embeddings, /models), also for unknown routes (404, `not_found`) and methods "
+                "(405, `method_not_allowed`, with `Allow`)."
                 + (" Every route but /health, /openapi.json"
                    + ("" if metrics_keyed else " and /metrics")
                    + " needs `Authorization: Bearer <EMBEDDER_API_KEY>`." if keyed else "")

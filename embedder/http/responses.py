@@ -9,6 +9,7 @@ from pydantic import BaseModel, RootModel
 
 from .error_table import kind_of, native_body, openai_body
 
+
 def is_openai_path(path: str) -> bool:
     """Whether errors on ``path`` take OpenAI's shape: OpenAI's routes, and anything under ``/v1/``
     (an unknown route there is an OpenAI client's mistake, so its 404 is OpenAI's too)."""

@@ -11,17 +11,31 @@ import time
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import __version__
-
 from metrics.multiprocess import MetricsUnavailable, render
 
+from .. import __version__
 from ..core.errors import ModelNotFound, Unavailable
-from ..core.service import WARMUP_TEXT, EmbeddingService, EmbedRequest, Embeddings
+from ..core.service import WARMUP_TEXT, Embeddings, EmbeddingService, EmbedRequest
 from . import openapi
 from .responses import json_response
-from .schemas import (CostModel, DecodeResponse, EmbeddingModelType, Embedding, EmbedResponse, Health, Info, Model,
-                      ModelList, ModelType, OpenAIEmbeddingResponse, Schemas, SimilarityResponse, Token,
-                      TokenizeResponse, Usage)
+from .schemas import (
+    CostModel,
+    DecodeResponse,
+    Embedding,
+    EmbeddingModelType,
+    EmbedResponse,
+    Health,
+    Info,
+    Model,
+    ModelList,
+    ModelType,
+    OpenAIEmbeddingResponse,
+    Schemas,
+    SimilarityResponse,
+    Token,
+    TokenizeResponse,
+    Usage,
+)
 from .validation import parse_decode, parse_json, parse_openai, parse_similarity, parse_tei, parse_tokenize
 
 api = Blueprint("api", __name__)

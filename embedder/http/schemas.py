@@ -23,8 +23,19 @@ import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, Optional, TypeVar, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, RootModel, StrictBool,
-                      StrictStr, StringConstraints, Tag, ValidationError)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictStr,
+    StringConstraints,
+    Tag,
+    ValidationError,
+)
 from pydantic.json_schema import models_json_schema
 
 from ..core.content import content_pattern

@@ -13,8 +13,15 @@ import orjson
 from ..core.errors import InvalidInput, ModelNotFound
 from ..core.service import EmbedRequest
 from .error_table import MalformedJSON, UnsupportedMediaType
-from .schemas import (DecodeRequest, EmbedRequest as EmbedBody, OpenAIEmbeddingRequest, Schemas, SimilarityParameters,
-                      SimilarityRequest, TokenizeRequest)
+from .schemas import (
+    DecodeRequest,
+    OpenAIEmbeddingRequest,
+    Schemas,
+    SimilarityParameters,
+    SimilarityRequest,
+    TokenizeRequest,
+)
+from .schemas import EmbedRequest as EmbedBody
 
 TOKEN_IDS_REFUSED = (
     "'input' is token ids, and this server does not take token ids on this route: OpenAI clients "

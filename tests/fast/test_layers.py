@@ -92,7 +92,7 @@ def imports(module: str, path: Path, known: dict[str, Path]):
 def _commented(lines: list[str], lineno: int) -> bool:
     """A comment on the import's line, or on the line above it (or above the run of imports it is in)."""
     above = lineno - 1
-    while above > 0 and lines[above].strip().startswith(("import ", "from ")):
+    while above > 0 and (not lines[above].strip() or lines[above].strip().startswith(("import ", "from "))):
         above -= 1
     return "#" in lines[lineno] or lines[above].strip().startswith("#")
 
