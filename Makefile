@@ -1,6 +1,7 @@
 # Two commands: `make serve` (install, then run the service) and `make test` (install, then run
 # every test). Both work on a fresh Debian machine as root (or with sudo for apt-get).
-# `make test-fast` runs the fast tier alone (no servers, no Debian tools; well under a minute).
+# `make test-fast` runs the fast tier alone (tests/fast/: no servers, no Debian tools; well under a
+# minute); `make test` runs tests/, both tiers (tests/integration/ starts the real processes).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +24,7 @@ test: install-test apt
 	$(PY) -m pytest -q tests
 
 test-fast: install-test
-	$(PY) -m pytest -q -m "not integration" tests
+	$(PY) -m pytest -q tests/fast
 
 bench: install-test apt
 	$(PY) -m bench.sweep

@@ -4,7 +4,7 @@ Each field of :class:`Settings` is one setting: its environment variable, type (
 default, one-line doc and check live in that field's declaration, as gunicorn's own ``config.py``
 declares its settings. Everything else reads from here: ``Settings.from_env()`` parses the
 environment, ``gunicorn.conf.py`` takes bind, workers, threads and logging from it, and
-``python -m embedder.config`` prints the README's configuration table (``tests/test_readme.py``
+``python -m embedder.config`` prints the README's configuration table (``tests/fast/test_readme.py``
 fails when the two disagree).
 """
 

@@ -4,7 +4,7 @@ Names use base units (``_seconds``, ``_total``). Latency buckets resolve millise
 Gunicorn each worker writes its own samples (prometheus_client multiprocess mode) and
 ``/metrics`` adds them up; gauges say how: ``livesum`` counts only live workers.
 ``python -m metrics.definitions`` prints the metrics table of docs/operations.md (which
-tests/test_readme.py keeps equal to it).
+tests/fast/test_readme.py keeps equal to it).
 """
 
 from prometheus_client import Counter, Gauge, Histogram

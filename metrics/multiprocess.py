@@ -74,7 +74,7 @@ def ensure_dir() -> bool:
 def _value_internals():
     """prometheus_client's per-process state behind its multiprocess values: the open files, every
     value, and the lock all writes take (closure variables of values.MultiProcessValue). Private
-    API: tests/test_faults.py fails if a prometheus_client upgrade moves them."""
+    API: tests/integration/test_faults.py fails if a prometheus_client upgrade moves them."""
     # prometheus_client only after prepare_dir (see the module docstring)
     from prometheus_client import values
 

@@ -12,7 +12,7 @@ once per process each.
 
 Imports prometheus_client, which picks multiprocess mode on its first import: import this only
 after ``multiprocess.prepare_dir`` (``metrics/definitions.py`` does). Uses private API
-(``MmapedDict`` internals, ``values.MmapedDict``): tests/test_metrics_disk.py fails if a
+(``MmapedDict`` internals, ``values.MmapedDict``): tests/fast/test_metrics_disk.py fails if a
 prometheus_client upgrade moves them.
 """
 

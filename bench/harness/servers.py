@@ -200,7 +200,9 @@ class Gunicorn:
         self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180) -> "Gunicorn":
+    def start(self, timeout: float = 180) -> Gunicorn:
+        if self._log.closed:  # started again after stop(): append to the same log
+            self._log = open(self._log.name, "ab")  # closed by stop()
         self.proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", *self.args, self.app],
                                      cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -263,9 +265,10 @@ class Gunicorn:
         _kill_group(proc, grace=0)
         if proc in _live:
             _live.remove(proc)
+        self._log.close()  # the server's own copy went with it; log() reads the file by name
         return proc.returncode
 
-    def __enter__(self) -> "Gunicorn":
+    def __enter__(self) -> Gunicorn:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -99,7 +99,7 @@ def measure(backend: str, set_name: str, processes: int, threads: int, batch_siz
     name, quantize = BACKEND_LABELS[backend]
     # The servers' cache directory (EMBEDDER_CACHE_DIR), so that both read the same exported file.
     settings = Settings(backend=name, quantize=quantize, cache_dir=os.environ.get("EMBEDDER_CACHE_DIR", ""))
-    model = load_model(settings)
+    model = load_model(settings.model_path(), settings.resolved_model_id(), settings.backend)
     runner = create_backend(settings, model)  # as in Gunicorn's master: built here, started per process
 
     texts = sentence_set(set_name)

@@ -4,7 +4,8 @@ One client holds many connections that cost the server nothing to serve but ever
 ones that send nothing, ones that trickle header lines (slowloris), and ones that send headers and
 then trickle the body, each reopened as soon as the server closes it. Another client meanwhile
 POSTs one sentence to ``/embed`` every ``interval`` seconds (``timeout`` each); the answer is what
-that probe got. ``tests/test_edge.py`` runs it against a real server (docs/how-it-works.md has its numbers)::
+that probe got. ``tests/integration/test_edge.py`` runs it against a real server
+(docs/how-it-works.md has its numbers)::
 
     python -m bench.tools.stall --url http://127.0.0.1:8000 --idle 1000 --slow-headers 200 \\
         --slow-bodies 200 --seconds 20
@@ -61,7 +62,7 @@ class Attack:
                         if await asyncio.wait_for(reader.read(65536), self.trickle) == b"":
                             self.closed_by_server[kind] += 1
                             break
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     line += 1
                     if kind == "slow_headers":
@@ -80,7 +81,7 @@ class Attack:
             self.open_samples.append(sum(self.open_now.values()))
             try:
                 await asyncio.wait_for(self._stop.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def run(self, seconds: float) -> None:

@@ -53,7 +53,7 @@ def spearman_x100(pairs: list[tuple[float, str, str]], vectors: dict[str, np.nda
     return float(spearmanr(cosines, [gold for gold, _, _ in pairs]).statistic) * 100
 
 
-#: The fidelity gate for any precision other than the default float32 (README, tests/test_accuracy.py).
+#: The fidelity gate for any precision other than the default float32 (README, tests/integration/test_accuracy.py).
 MAX_SPEARMAN_DROP = 0.5
 MIN_SENTENCE_COSINE = 0.95
 

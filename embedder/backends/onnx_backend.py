@@ -18,9 +18,10 @@ import numpy as np
 
 from ..model.errors import UnsupportedModel
 from ..model.loaded import LoadedModel
+from ..model.pipeline import TORCH_HINT
 from ..model.pooling import implemented, pool
 from .base import pad
-from .onnx_export import onnx_files, pipeline_parts
+from .onnx_export import onnx_files
 
 
 # -- the backend ------------------------------------------------------------------------------------
@@ -30,7 +31,8 @@ class OnnxBackend:
         self.pad_id = model.pad_id
         self.name = "onnx-int8" if quantize else "onnx"
         if not model.pooling_modes:  # the loader found no Transformer -> Pooling (-> Normalize) chain
-            pipeline_parts(model)  # raises UnsupportedModel naming the modules
+            raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
+                                   f"{model.model_id} is not one: {TORCH_HINT}")
         self.modes = implemented(model.pooling_modes)
         files = onnx_files(model, cache_dir, quantize)
         #: The graph as shipped, exported or quantized; the one workers open; whether that one is a

@@ -32,7 +32,7 @@ class InputTooLong(InvalidInput):
 
 
 class ModelNotFound(EmbedderError):
-    """The request names a model this server does not serve (OpenAI's ``model`` field)."""
+    """The request names a model this server does not serve."""
 
 
 class Overloaded(EmbedderError):

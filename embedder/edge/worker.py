@@ -26,7 +26,7 @@ Contract with Gunicorn
 :class:`EdgeProtocol` and :class:`EdgeWorker` lean on members of ``ASGIProtocol``, ``ASGIWorker``
 and its base ``Worker`` that Gunicorn does not document as API. :data:`GUNICORN_CONTRACT` declares
 every one (class, name, kind, signature as of Gunicorn 27.0.1, the Gunicorn code that must still
-use it) and ``tests/test_edge_contract.py`` checks them against the installed Gunicorn, and fails
+use it) and ``tests/fast/test_edge_contract.py`` checks them against the installed Gunicorn, and fails
 on a member this module uses without declaring it. Check it first when ``gunicorn`` is upgraded.
 The private ones, and why:
 
@@ -75,7 +75,7 @@ from ..config import Settings
 from . import refusals
 
 #: Every member of Gunicorn's classes this module overrides, calls, reads or sets (see "Contract
-#: with Gunicorn" above; ``tests/test_edge_contract.py`` checks each against the installed
+#: with Gunicorn" above; ``tests/fast/test_edge_contract.py`` checks each against the installed
 #: Gunicorn). ``cls``: the class that defines it (dotted path); ``kind``: ``method``, ``coroutine``
 #: (an ``async def``), ``classmethod`` or ``attribute`` (set on ``self`` in Gunicorn's code);
 #: ``use``: ``override`` (ours replaces it), ``override+super`` (ours calls Gunicorn's too),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -68,7 +68,7 @@ def _not_text_or_bool(value):
 
 
 Integer = Annotated[int, BeforeValidator(_not_text_or_bool)]
-Direction = Optional[Literal["right", "Right"]]
+Direction = Literal["right", "Right"] | None
 
 
 def _must_be(phrase: str, **kw) -> Any:
@@ -137,7 +137,7 @@ class EmbedRequest(_Body, Generic[Inputs, Truncate, Dimensions, PromptName]):
     model_config = _example({"inputs": ["What is Deep Learning?", "Deep Learning is a kind of "
                                         "machine learning."]})
     inputs: Inputs = _must_be("a string or a list of strings")
-    normalize: Optional[StrictBool] = _must_be(FLAG, default=True, description="Scale each vector to unit length.")
+    normalize: StrictBool | None = _must_be(FLAG, default=True, description="Scale each vector to unit length.")
     truncate: Truncate = _must_be(FLAG, default=True)
     dimensions: Dimensions = _must_be("an integer", default=None)
     prompt_name: PromptName = Field(default=None)
@@ -153,17 +153,17 @@ class OpenAIEmbeddingRequest(_Body, Generic[OpenAIInputs, ModelName, Dimensions]
     model_config = _example({"input": ["What is Deep Learning?"], "model": None, "encoding_format": "float"})
     input: OpenAIInputs = _must_be("a string or a list of strings")
     model: ModelName = _must_be("a string", default=None)
-    encoding_format: Optional[Literal["float", "base64"]] = _must_be(
+    encoding_format: Literal["float", "base64"] | None = _must_be(
         "'float' or 'base64'", default="float", description="base64: little-endian float32 bytes.")
     dimensions: Dimensions = _must_be("an integer", default=None)
-    user: Optional[Any] = Field(default=None, description="Accepted and ignored.")
+    user: Any | None = Field(default=None, description="Accepted and ignored.")
 
 
 class TokenizeRequest(_Body, Generic[Inputs, PromptName]):
     """text-embeddings-inference's ``POST /tokenize``."""
     model_config = _example({"inputs": "What is Deep Learning?"})
     inputs: Inputs = _must_be("a string or a list of strings")
-    add_special_tokens: Optional[StrictBool] = _must_be(FLAG, default=True)
+    add_special_tokens: StrictBool | None = _must_be(FLAG, default=True)
     prompt_name: PromptName = Field(default=None)
 
 
@@ -171,7 +171,7 @@ class DecodeRequest(_Body, Generic[DecodeIds]):
     """text-embeddings-inference's ``POST /decode``."""
     model_config = _example({"ids": [[101, 2054, 2003, 2784, 4083, 1029, 102]]})
     ids: DecodeIds = _must_be(DECODE_PHRASE)
-    skip_special_tokens: Optional[StrictBool] = _must_be(FLAG, default=True)
+    skip_special_tokens: StrictBool | None = _must_be(FLAG, default=True)
 
 
 class SimilarityInput(_Body, Generic[Text, Sentences]):
@@ -180,7 +180,7 @@ class SimilarityInput(_Body, Generic[Text, Sentences]):
 
 
 class SimilarityParameters(_Body, Generic[PromptName]):
-    truncate: Optional[StrictBool] = _must_be(FLAG, default=True)
+    truncate: StrictBool | None = _must_be(FLAG, default=True)
     truncation_direction: Direction = _must_be(DIRECTION_PHRASE, default=None)
     prompt_name: PromptName = Field(default=None)
 
@@ -191,7 +191,7 @@ class SimilarityRequest(_Body, Generic[Item, Params]):
     model_config = _example({"inputs": {"source_sentence": "What is Deep Learning?", "sentences": [
         "Deep Learning is a kind of machine learning.", "The cat sat on the mat."]}})
     inputs: Item = _must_be("an object with 'source_sentence' and 'sentences'")
-    parameters: Optional[Params] = _must_be("an object", default=None)
+    parameters: Params | None = _must_be("an object", default=None)
 
 
 # -- responses -----------------------------------------------------------------------------------
@@ -221,8 +221,8 @@ class Token(_Named, BaseModel, Generic[TokenId]):
     id: TokenId
     text: str
     special: bool
-    start: Optional[Annotated[int, Field(ge=0)]]
-    stop: Optional[Annotated[int, Field(ge=0)]]
+    start: Annotated[int, Field(ge=0)] | None
+    stop: Annotated[int, Field(ge=0)] | None
 
 
 class TokenizeResponse(_Named, RootModel[Rows], Generic[Rows]):
@@ -340,29 +340,28 @@ class Schemas:
         token_id = Annotated[Integer, Field(ge=0, le=vocab - 1)]
         token_ids = Annotated[list[token_id], Field(min_length=1, max_length=chars, description=(
             f"One input as token ids: at most {chars} (EMBEDDER_MAX_INPUT_CHARS)."))]
-        inputs = Annotated[Union[Annotated[text, Tag("one")], Annotated[texts, Tag("many")]], Discriminator(_kind)]
-        dimensions = Optional[Annotated[Integer, Field(ge=1, le=dim, description=(
-            f"Keep the first N of {dim} dimensions (then normalize)."))]]
-        prompt_name = Annotated[Optional[Literal[tuple(prompts)]] if prompts else None,  # type: ignore[valid-type]
+        inputs = Annotated[Annotated[text, Tag("one")] | Annotated[texts, Tag("many")], Discriminator(_kind)]
+        dimensions = Annotated[Integer, Field(ge=1, le=dim, description=(
+            f"Keep the first N of {dim} dimensions (then normalize)."))] | None
+        prompt_name = Annotated[Literal[tuple(prompts)] | None if prompts else None,  # type: ignore[valid-type]
                                 Field(json_schema_extra={"must_be": (f"one of the model's prompts "
                                                                      f"({', '.join(prompts) or 'none'})")})]
-        truncate = Annotated[Optional[StrictBool], Field(description=(
+        truncate = Annotated[StrictBool | None, Field(description=(
             f"Cut inputs over {limits.max_input_tokens} tokens; false refuses them with 422."))]
-        openai_inputs = [Annotated[text, Tag("one")], Annotated[texts, Tag("many")]]
+        openai_inputs = Annotated[text, Tag("one")] | Annotated[texts, Tag("many")]
         if openai_token_ids:
-            openai_inputs += [Annotated[token_ids, Tag("id_list")],
-                              Annotated[list[token_ids], Field(min_length=1, max_length=count), Tag("id_lists")]]
-        model_name = Annotated[Optional[StrictStr], Field(description=(
+            openai_inputs |= (Annotated[token_ids, Tag("id_list")]
+                              | Annotated[list[token_ids], Field(min_length=1, max_length=count), Tag("id_lists")])
+        model_name = Annotated[StrictStr | None, Field(description=(
             f"The served model: {', '.join(sorted(schemas.model_names))}; another is 404 `model_not_found`."))]
         any_ids = Annotated[list[token_id], Field(min_length=1, max_length=chars, description=(
             f"Token ids, special tokens included if wanted: at most {chars}."))]
-        decode_ids = Annotated[Union[Annotated[any_ids, Tag("id_list")],
-                                     Annotated[list[any_ids], Field(min_length=1, max_length=count), Tag("id_lists")]],
-                               Discriminator(_ids_kind)]
+        id_lists = Annotated[list[any_ids], Field(min_length=1, max_length=count), Tag("id_lists")]
+        decode_ids = Annotated[Annotated[any_ids, Tag("id_list")] | id_lists, Discriminator(_ids_kind)]
         sentences = Annotated[list[text], Field(min_length=1, max_length=count - 1, description=(
             f"Compared with the source sentence; with it, at most {count} texts (EMBEDDER_MAX_INPUTS)."))]
         vector = Annotated[list[float], Field(min_length=1, max_length=dim)]
-        embedding = Embedding[Union[vector, Annotated[str, Field(json_schema_extra={"contentEncoding": "base64"})]]]
+        embedding = Embedding[vector | Annotated[str, Field(json_schema_extra={"contentEncoding": "base64"})]]
         parameters = SimilarityParameters[prompt_name]
 
         def per_input(item, most: int = count):
@@ -371,8 +370,8 @@ class Schemas:
 
         bound = {
             EmbedRequest: EmbedRequest[inputs, truncate, dimensions, prompt_name],
-            OpenAIEmbeddingRequest: OpenAIEmbeddingRequest[Annotated[Union[tuple(openai_inputs)],  # type: ignore
-                                                                     Discriminator(_kind)], model_name, dimensions],
+            OpenAIEmbeddingRequest: OpenAIEmbeddingRequest[Annotated[openai_inputs, Discriminator(_kind)],
+                                                           model_name, dimensions],
             TokenizeRequest: TokenizeRequest[inputs, prompt_name],
             DecodeRequest: DecodeRequest[decode_ids],
             SimilarityParameters: parameters,

@@ -89,7 +89,7 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def anchors(page: Path) -> frozenset[str]:
     """Every anchor GitHub gives a markdown file: its headings' slugs (a repeated one gets -1, -2,
     ...) and explicit <a id="..."> or name="..."."""

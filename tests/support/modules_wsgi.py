@@ -1,4 +1,5 @@
-"""``wsgi:app`` plus ``GET /_test/modules``: which heavy packages the Gunicorn master had imported
+"""``wsgi:app`` plus ``GET /_test/modules`` (served as ``modules_wsgi:app``, see served_apps.py):
+which heavy packages the Gunicorn master had imported
 once it had built the app (model loaded, backend ready: this module is imported there, with
 ``preload_app``, before any fork) and which the answering worker has imported now."""
 

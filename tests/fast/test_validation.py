@@ -2,12 +2,13 @@
 service keeps answering normally (right vectors) after each of them.
 
 Fast tier: the real app, routes, validation, service and batcher through Flask's test client,
-on the stand-in model of fakes.py (one token per word, vocabulary 30,522, 384 dimensions, 256
+on the stand-in model of tests/support/fakes.py (one token per word, vocabulary 30,522, 384 dimensions, 256
 tokens), so the limits below are the same as the real model's.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
@@ -95,7 +96,8 @@ def test_malformed_json_is_400(srv, path, raw):
 
 
 @pytest.mark.parametrize("path", [NATIVE, OPENAI, "/embeddings"])
-@pytest.mark.parametrize("headers", [{"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"},
+@pytest.mark.parametrize("headers", [{"Content-Type": "text/plain"},
+                                     {"Content-Type": "application/x-www-form-urlencoded"},
                                      {"Content-Type": "application/jsonx"}, {}], ids=str)
 def test_wrong_or_missing_content_type_is_415(srv, path, headers):
     key = "input" if path != NATIVE else "inputs"
@@ -313,6 +315,30 @@ def test_body_over_the_limit_is_413_json(srv, path, size):
     raw = b"{" + key + b': "' + b"x" * (size - len(key) - 6) + b'"}'
     assert len(raw) == size
     check_error(send(srv, path, raw=raw), 413, path)
+
+
+@pytest.mark.parametrize("size,status", [(5000, 413), (1001, 413), (1000, 200), (20, 200)])
+def test_a_chunked_body_over_the_limit_is_413_never_cut(size, status):
+    """No Content-Length (Transfer-Encoding: chunked): read one byte past the limit, then refuse;
+    never a 200 for a body cut at the limit."""
+    client = make_app(max_body_bytes=1000).test_client()
+    body = json.dumps({"inputs": "x " * ((size - 14) // 2)}).encode()
+    body = body[:-2] + b" " * (size - len(body)) + body[-2:]  # exactly `size` bytes of valid JSON
+    assert len(body) == size
+    r = client.post("/embed", input_stream=io.BytesIO(body),  # as Gunicorn hands a chunked body on:
+                    environ_overrides={"wsgi.input_terminated": True},
+                    headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    assert r.status_code == status, r.get_json()
+    if status == 413:
+        assert r.get_json()["error_type"] == "request_entity_too_large"
+
+
+def test_body_over_the_limit_is_413_and_closes():
+    client = make_app(max_body_bytes=1000).test_client()
+    r = client.post("/embed", data=b'{"inputs": "' + b"x" * 5000 + b'"}',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.get_json()["error_type"] == "request_entity_too_large"
+    assert r.headers["Connection"] == "close"
 
 
 def test_deep_nesting_under_the_body_limit_is_400_not_a_crash():

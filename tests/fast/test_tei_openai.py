@@ -1,12 +1,12 @@
 """text-embeddings-inference's other routes (``POST /``, ``/tokenize``, ``/decode``, ``/similarity``,
-its ``/info`` fields) and OpenAI's model list, model check and token-id refusal: fast on the
-stand-in model, then against real servers with the real tokenizer and model."""
+its ``/info`` fields) and OpenAI's model list, model check and token-id refusal, on the stand-in
+model of tests/support/fakes.py (tests/integration/test_api.py has them against real servers with
+the real tokenizer and model)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 
 from fakes import CLS, SEP, expected, make_app, word_id
 
@@ -163,58 +163,3 @@ def test_token_ids_are_refused_by_default_with_what_to_do(client):
     assert "EMBEDDER_OPENAI_TOKEN_IDS" in error["message"]
     allowed = make_app(openai_token_ids=True).test_client()
     assert allowed.post("/v1/embeddings", json={"input": [[15339, 1917]]}).status_code == 200
-
-
-# -- real servers: the real tokenizer (tokenizers; transformers' on the torch server) and model ---
-
-@pytest.mark.integration
-@pytest.mark.parametrize("which", ["server", "torch_server"])
-def test_tokenize_and_decode_match_the_models_tokenizer(which, request, reference_model):
-    srv = request.getfixturevalue(which)
-    text = "Héllo wörld, this is naïve café tokenization!"
-    got = requests.post(srv.url + "/tokenize", json={"inputs": text}, timeout=30).json()[0]
-    encoding = reference_model.tokenizer(text, return_offsets_mapping=True)
-    assert [t["id"] for t in got] == encoding["input_ids"]
-    raw = text.encode("utf-8")
-    for token in got:
-        if not token["special"]:
-            assert raw[token["start"]:token["stop"]].decode("utf-8") == token["text"]
-    decoded = requests.post(srv.url + "/decode", json={"ids": encoding["input_ids"]}, timeout=30).json()
-    assert decoded == [reference_model.tokenizer.decode(encoding["input_ids"], skip_special_tokens=True)]
-
-
-@pytest.mark.integration
-def test_similarity_and_post_root_on_the_real_model(server, reference_model, stsb):
-    source, sentences = stsb[0][1], [s for _, _, s in stsb[:8]]
-    r = requests.post(server.url + "/similarity",
-                      json={"inputs": {"source_sentence": source, "sentences": sentences}}, timeout=30)
-    assert r.status_code == 200
-    vectors = reference_model.encode([source, *sentences], normalize_embeddings=True)
-    assert np.abs(np.array(r.json()) - vectors[1:] @ vectors[0]).max() < 1e-5
-    root = requests.post(server.url + "/", json={"inputs": sentences}, timeout=30)
-    assert np.abs(np.array(root.json()) - vectors[1:]).max() < 1e-5
-
-
-@pytest.mark.integration
-def test_openai_client_lists_the_model_and_gets_the_token_id_refusal(server):
-    import openai
-
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    assert [m.id for m in client.models.list()] == ["sentence-transformers/all-MiniLM-L6-v2"]
-    with pytest.raises(openai.UnprocessableEntityError, match="check_embedding_ctx_length=False"):
-        client.embeddings.create(model="all-MiniLM-L6-v2", input=[[15339, 1917]])
-    with pytest.raises(openai.NotFoundError, match="model_not_found|does not exist"):
-        client.embeddings.create(model="text-embedding-3-small", input="x")
-
-
-@pytest.mark.parametrize("path,model", [("/embed", "EmbedRequest"), ("/", "EmbedRequest"),
-                                        ("/v1/embeddings", "OpenAIEmbeddingRequest"),
-                                        ("/tokenize", "TokenizeRequest"), ("/decode", "DecodeRequest"),
-                                        ("/similarity", "SimilarityRequest"), ("/", "SimilarityRequest")])
-def test_every_documented_example_is_answered_200(client, path, model):
-    """The request models' examples (what the document shows and "Try it out" starts from) are
-    requests the server takes."""
-    document = client.get("/openapi.json").get_json()
-    for example in document["components"]["schemas"][model]["examples"]:
-        r = client.post(path, json=example)
-        assert r.status_code == 200, (path, example, r.get_json())

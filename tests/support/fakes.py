@@ -14,10 +14,10 @@ import zlib
 
 import numpy as np
 
-from embedder.http.app import create_app
 from embedder.config import Settings
-from embedder.model.loaded import LoadedModel
 from embedder.core.service import EmbeddingService
+from embedder.http.app import create_app
+from embedder.model.loaded import LoadedModel
 
 DIMENSION, VOCAB, MAX_TOKENS = 384, 30522, 256
 CLS, SEP, PAD = 101, 102, 0

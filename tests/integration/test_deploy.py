@@ -37,7 +37,7 @@ PROM = DEPLOY / "prometheus"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
 ALERT_TESTS = PROM / "tests" / "embedder-alerts.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "embedder-dashboard.json"
-SYSTEMD_UNIT = DEPLOY / "systemd" / "embedder.core.service"
+SYSTEMD_UNIT = DEPLOY / "systemd" / "embedder.service"
 SYSTEMD_ENV = DEPLOY / "systemd" / "embedder.env"
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -159,7 +159,8 @@ def test_build_context_holds_what_the_dockerfile_copies():
             files = [f for f in tracked if f == source.rstrip("/") or f.startswith(source.rstrip("/") + "/")]
             assert files, source
             assert not [f for f in files if dockerignore_excludes(f, patterns) and not f.endswith(".pyc")], source
-    for kept_out in (".venv/bin/python", "tests/test_api.py", "embedder/__pycache__/app.cpython-311.pyc", ".git/HEAD"):
+    for kept_out in (".venv/bin/python", "tests/integration/test_api.py", "embedder/__pycache__/app.cpython-311.pyc",
+                     ".git/HEAD"):
         assert dockerignore_excludes(kept_out, patterns), kept_out
     assert not dockerignore_excludes("embedder/app.py", patterns)
 
@@ -194,7 +195,7 @@ def systemd_root(tmp_path: Path, unit_text: str) -> Path:
     root = tmp_path / "root"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
-    (root / "etc/systemd/system/embedder.core.service").write_text(unit_text)
+    (root / "etc/systemd/system/embedder.service").write_text(unit_text)
     for key, value in unit_sections(unit_text)["Service"]:
         if key.startswith("Exec"):
             command = root / value.lstrip("-@:+!").split()[0].lstrip("/")
@@ -206,7 +207,7 @@ def systemd_root(tmp_path: Path, unit_text: str) -> Path:
 
 def systemd_verify(tmp_path: Path, unit_text: str) -> subprocess.CompletedProcess:
     root = systemd_root(tmp_path, unit_text)
-    return run(["systemd-analyze", "verify", f"--root={root}", "embedder.core.service"])
+    return run(["systemd-analyze", "verify", f"--root={root}", "embedder.service"])
 
 
 needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -238,7 +239,7 @@ def test_systemd_unit_is_hardened(tmp_path):
     root = systemd_root(tmp_path, SYSTEMD_UNIT.read_text())
     # --threshold is exposure x 10: fail above 3.0 ("OK" in systemd's words).
     result = run(["systemd-analyze", "security", "--offline=true", f"--root={root}", "--threshold=30",
-                  "--no-pager", "embedder.core.service"])
+                  "--no-pager", "embedder.service"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
 
 
@@ -582,7 +583,7 @@ LABEL_VALUES = re.compile(r"^label_values\((.*),\s*\w+\)$")
 def grafana_promql(expr: str, variables: dict[str, str]) -> str:
     """A panel query as Grafana sends it: intervals and template variables filled in."""
     for name, value in {**GRAFANA_INTERVALS, **variables}.items():
-        expr = expr.replace("${%s}" % name.lstrip("$"), value).replace(name, value)
+        expr = expr.replace("${" + name.lstrip("$") + "}", value).replace(name, value)
     assert "$" not in expr, expr
     return expr
 

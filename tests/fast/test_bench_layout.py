@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+from bench.harness.servers import ROOT
+
+RESULTS = ROOT / "bench" / "results"
 DATE = r"\d{4}-\d{2}-\d{2}"
 SLUG = r"[a-z0-9]+(?:-[a-z0-9]+)*"
 RUN = re.compile(rf"{DATE}-[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*\.(?:json|md|png)")

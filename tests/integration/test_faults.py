@@ -1,7 +1,7 @@
 """Under faults the real server keeps answering, never hands out a wrong vector, never lets a
 request hang and loses no metrics: what only processes show (SIGKILL, SIGTERM, a batching
 thread that dies or hangs). Overload, deadlines and the API key are tested in the fast tier
-(test_routes.py)."""
+(tests/fast/test_routes.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness.servers import Gunicorn
-from fault_wsgi import DIE_TEXT, HANG_TEXT
+from served_apps import DIE_TEXT, HANG_TEXT, gunicorn_app
 
 pytestmark = pytest.mark.integration
 TOL = 1e-5
@@ -206,9 +206,9 @@ def test_dead_workers_files_are_merged_and_no_count_is_lost(texts):
 
 @pytest.fixture(scope="module")
 def fault_server():
-    """The real config with tests/fault_wsgi.py's app, whose forward pass two sentences break."""
+    """The real config with tests/support/fault_wsgi.py's app, whose forward pass two sentences break."""
     env = {"EMBEDDER_STALL_TIMEOUT": "3", "EMBEDDER_REQUEST_TIMEOUT": "120"}
-    with Gunicorn(workers=1, env=env, app="tests.fault_wsgi:app") as srv:
+    with Gunicorn(workers=1, env=env, **gunicorn_app("fault_wsgi")) as srv:
         yield srv
 
 

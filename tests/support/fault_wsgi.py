@@ -1,15 +1,14 @@
 """``wsgi:app`` whose forward pass can be made to hang or to kill the batching thread.
 
-Fault tests run the real Gunicorn config with this module as the app; only the forward pass is
-wrapped, and only two trigger sentences change its behaviour.
+Fault tests run the real Gunicorn config with this module as the app (``fault_wsgi:app``, see
+served_apps.py); only the forward pass is wrapped, and only two trigger sentences
+(served_apps.HANG_TEXT and DIE_TEXT) change its behaviour.
 """
 
 import time
 
+from served_apps import DIE_TEXT, HANG_TEXT
 from wsgi import app
-
-HANG_TEXT = "fault injection: hang the forward pass"
-DIE_TEXT = "fault injection: kill the batching thread"
 
 _service = app.extensions["embedder"]
 _real_forward = _service.batcher._forward

@@ -1,7 +1,10 @@
 """Settings come from EMBEDDER_* variables, each declared once in embedder/config.py; the CPU
-budget honours affinity and cgroup quotas; worker and thread defaults fill the cores."""
+budget honours affinity and cgroup quotas; worker and thread defaults fill the cores; the backend,
+its quantization and its export cache's folder."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -120,3 +123,26 @@ def test_tls_needs_both_readable_files(tmp_path):
         Settings.from_env({"EMBEDDER_TLS_CERT": str(cert)})
     with pytest.raises(ValueError, match="EMBEDDER_TLS_KEY=.*no readable file"):
         Settings.from_env({"EMBEDDER_TLS_CERT": str(cert), "EMBEDDER_TLS_KEY": str(tmp_path / "nope.pem")})
+
+
+# -- the backend's settings -------------------------------------------------------------------------
+@pytest.mark.parametrize("env,error", [({"BACKEND": "onnx"}, None),
+                                       ({"BACKEND": "onnx", "QUANTIZE": "int8"}, None),
+                                       ({"BACKEND": "onnx", "QUANTIZE": "int4"}, "EMBEDDER_QUANTIZE"),
+                                       ({"QUANTIZE": "int8"}, None),  # onnx is the default
+                                       ({"BACKEND": "torch", "QUANTIZE": "int8"},
+                                        "needs EMBEDDER_BACKEND=onnx")])
+def test_backend_settings(env, error):
+    environ = {"EMBEDDER_" + name: value for name, value in env.items()}
+    if error:
+        with pytest.raises(ValueError, match=error):
+            Settings.from_env(environ)
+    else:
+        settings = Settings.from_env(environ)
+        assert (settings.backend, settings.quantize) == (env.get("BACKEND", "onnx"), env.get("QUANTIZE", ""))
+
+
+def test_cache_dir_default_and_override(tmp_path):
+    assert Settings.from_env({}).resolved_cache_dir() == Settings().resolved_cache_dir()
+    assert str(Settings().resolved_cache_dir()).endswith(os.path.join(".cache", "embedder"))
+    assert Settings.from_env({"EMBEDDER_CACHE_DIR": str(tmp_path)}).resolved_cache_dir() == tmp_path

@@ -1,4 +1,7 @@
-"""The real server (2 workers, real model) answers every route with the model's own vectors."""
+"""The real server (2 workers, real model) answers every route with the model's own vectors, and
+text-embeddings-inference's other routes (``/tokenize``, ``/decode``, ``/similarity``, ``POST /``)
+and OpenAI's model list with the real tokenizer and model (tests/fast/test_tei_openai.py has them on
+the stand-in model)."""
 
 from __future__ import annotations
 
@@ -180,7 +183,7 @@ def test_preload_loads_the_model_once_in_the_master(which, request):
     assert f"[{server.pid}]" in loads[0]  # in the master
     if which == "torch_server":
         # The torch master holds the weights (22M parameters, ~90 MB in float32) before it forks.
-        # (An onnx master holds only file paths: its workers map one weights file, test_onnx.py.)
+        # (An onnx master holds only file paths: its workers map one weights file, test_onnx_server.py.)
         rss_kb = int(next(line.split()[1] for line in Path(f"/proc/{server.pid}/status").read_text()
                           .splitlines() if line.startswith("VmRSS")))
         assert rss_kb > 150_000
@@ -195,3 +198,42 @@ def test_multithreaded_worker_does_not_hang_and_gunicorn_flags_win(torch_server)
     assert (info["threads_per_worker"], info["workers"], info["backend"]) == (2, 1, "torch")
     r = post(torch_server, "/embed", {"inputs": ["a sentence"] * 40})
     assert r.status_code == 200 and len(r.json()) == 40
+
+
+# -- real servers: the real tokenizer (tokenizers; transformers' on the torch server) and model ---
+
+@pytest.mark.parametrize("which", ["server", "torch_server"])
+def test_tokenize_and_decode_match_the_models_tokenizer(which, request, reference_model):
+    srv = request.getfixturevalue(which)
+    text = "Héllo wörld, this is naïve café tokenization!"
+    got = requests.post(srv.url + "/tokenize", json={"inputs": text}, timeout=30).json()[0]
+    encoding = reference_model.tokenizer(text, return_offsets_mapping=True)
+    assert [t["id"] for t in got] == encoding["input_ids"]
+    raw = text.encode("utf-8")
+    for token in got:
+        if not token["special"]:
+            assert raw[token["start"]:token["stop"]].decode("utf-8") == token["text"]
+    decoded = requests.post(srv.url + "/decode", json={"ids": encoding["input_ids"]}, timeout=30).json()
+    assert decoded == [reference_model.tokenizer.decode(encoding["input_ids"], skip_special_tokens=True)]
+
+
+def test_similarity_and_post_root_on_the_real_model(server, reference_model, stsb):
+    source, sentences = stsb[0][1], [s for _, _, s in stsb[:8]]
+    r = requests.post(server.url + "/similarity",
+                      json={"inputs": {"source_sentence": source, "sentences": sentences}}, timeout=30)
+    assert r.status_code == 200
+    vectors = reference_model.encode([source, *sentences], normalize_embeddings=True)
+    assert np.abs(np.array(r.json()) - vectors[1:] @ vectors[0]).max() < 1e-5
+    root = requests.post(server.url + "/", json={"inputs": sentences}, timeout=30)
+    assert np.abs(np.array(root.json()) - vectors[1:]).max() < 1e-5
+
+
+def test_openai_client_lists_the_model_and_gets_the_token_id_refusal(server):
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["sentence-transformers/all-MiniLM-L6-v2"]
+    with pytest.raises(openai.UnprocessableEntityError, match="check_embedding_ctx_length=False"):
+        client.embeddings.create(model="all-MiniLM-L6-v2", input=[[15339, 1917]])
+    with pytest.raises(openai.NotFoundError, match="model_not_found|does not exist"):
+        client.embeddings.create(model="text-embedding-3-small", input="x")

@@ -1,6 +1,6 @@
-"""Routes, error shapes, auth, backpressure and deadlines: fast tier, through Flask's test client
-on the stand-in model and backend of fakes.py. Every row of the error table (http_errors.py) is
-reached here and answered with its status, codes and headers in both API shapes."""
+"""Routes, auth, backpressure and deadlines, through Flask's test client on the stand-in model and
+backend of tests/support/fakes.py. test_error_answers.py has every row of the error table;
+test_validation.py every bad input, body sizes included."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from embedder.http import error_table as http_errors, openapi
-from embedder.core.errors import ClientGone, InputTooLong, InvalidInput, Overloaded, TimedOut, Unavailable
 from fakes import expected, make_app
-from metrics import definitions as m
 
 KEY = "s3cret-key"
 
@@ -97,50 +94,6 @@ def test_info_health_metrics_openapi(app):
     assert routes == {(path, method) for path, item in document["paths"].items() for method in item}
 
 
-# -- every row of the error table --------------------------------------------------------------
-
-def _answer(app, path: str, raise_error: BaseException):
-    """Make the service raise ``raise_error`` and return the response to a request on ``path``."""
-    def fail(request, gone=None):
-        raise raise_error
-    app.service.embed = fail
-    body = {"inputs": "x"} if path == "/embed" else {"input": "x"}
-    return app.test_client().post(path, json=body)
-
-
-@pytest.mark.parametrize("error", [InvalidInput("bad", param="inputs"), InputTooLong(0, 300, 256),
-                                   Overloaded("queue full"), TimedOut("too slow"), Unavailable("dead"),
-                                   ClientGone("left"), RuntimeError("secret detail /srv/x.py")], ids=lambda e: type(e).__name__)
-@pytest.mark.parametrize("path", ["/embed", "/v1/embeddings"])
-def test_core_errors_map_through_the_table(app, error, path):
-    kind = http_errors.kind_of(error)
-    before = m.FAILURES.labels(kind.reason)._value.get()
-    r = _answer(app, path, error)
-    assert r.status_code == kind.status and r.headers["Content-Type"] == "application/json"
-    for name, value in kind.headers.items():
-        assert r.headers[name] == value
-    body = r.get_json()
-    if path == "/embed":
-        assert body == {"error": http_errors.message_of(error), "error_type": kind.code}
-    else:
-        assert body["error"]["code"] == kind.code and body["error"]["type"] == kind.openai_type
-    assert "secret detail" not in r.text and ".py" not in r.text
-    assert m.FAILURES.labels(kind.reason)._value.get() == before + 1
-
-
-def test_every_status_in_the_table_is_documented():
-    app = make_app()
-    document = openapi.build(app.service.settings, app.extensions["embedder.schemas"], "m")
-    responses = document["components"]["responses"]
-    for status, kinds in http_errors.by_status().items():
-        for shape in ("native", "openai"):
-            schema = responses[f"{shape}{status}"]["content"]["application/json"]["schema"]
-            codes = (schema["properties"]["error_type"] if shape == "native"
-                     else schema["properties"]["error"]["properties"]["code"])["enum"]
-            assert codes == sorted({k.code for k in kinds})
-    assert {k.reason for k in http_errors.ERRORS.values()} - {None} <= set(m.FAILURE_REASONS)
-
-
 @pytest.fixture()
 def held():
     """Apps whose forward passes the test holds; released at teardown whatever happened."""
@@ -219,30 +172,3 @@ def test_api_key():
     closed = make_app(api_key=KEY, metrics_require_key=True).test_client()
     assert closed.get("/metrics").status_code == 401
     assert closed.get("/metrics", headers=good).status_code == 200
-
-
-@pytest.mark.parametrize("size,status", [(5000, 413), (1001, 413), (1000, 200), (20, 200)])
-def test_a_chunked_body_over_the_limit_is_413_never_cut(size, status):
-    """No Content-Length (Transfer-Encoding: chunked): read one byte past the limit, then refuse;
-    never a 200 for a body cut at the limit."""
-    import io
-    import json
-
-    client = make_app(max_body_bytes=1000).test_client()
-    body = json.dumps({"inputs": "x " * ((size - 14) // 2)}).encode()
-    body = body[:-2] + b" " * (size - len(body)) + body[-2:]  # exactly `size` bytes of valid JSON
-    assert len(body) == size
-    r = client.post("/embed", input_stream=io.BytesIO(body),  # as Gunicorn hands a chunked body on:
-                    environ_overrides={"wsgi.input_terminated": True},
-                    headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
-    assert r.status_code == status, r.get_json()
-    if status == 413:
-        assert r.get_json()["error_type"] == "request_entity_too_large"
-
-
-def test_body_over_the_limit_is_413_and_closes():
-    client = make_app(max_body_bytes=1000).test_client()
-    r = client.post("/embed", data=b'{"inputs": "' + b"x" * 5000 + b'"}',
-                    headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and r.get_json()["error_type"] == "request_entity_too_large"
-    assert r.headers["Connection"] == "close"

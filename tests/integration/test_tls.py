@@ -45,9 +45,10 @@ def test_the_openai_client_gets_vectors_over_https(tls_server, want):
     import openai
 
     srv, cert = tls_server
-    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0,
-                           http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=str(cert))))
-    got = client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS, encoding_format="float")
+    context = ssl.create_default_context(cafile=str(cert))
+    with openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0,
+                       http_client=openai.DefaultHttpxClient(verify=context)) as client:  # closes its TLS socket
+        got = client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS, encoding_format="float")
     assert np.abs(np.array([d.embedding for d in got.data]) - want).max() < 1e-6
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import gc
 import importlib.util
 from pathlib import Path
 
@@ -36,9 +37,25 @@ import numpy as np
 import pytest
 import requests
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # Allowed here only: the clients' own connection pools. huggingface_hub's AsyncInferenceClient
+    # (also inside LangChain's and LlamaIndex's TEI classes), langchain-openai's, LlamaIndex's and
+    # litellm's async HTTP clients are made and kept by the library, used as its docs say, and never
+    # closed, so the garbage collector finds their sockets and asyncio transports open.
+    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore:unclosed transport:ResourceWarning"),
+]
 TOL = 1e-5
 TIMEOUT = 60  # seconds: every client call here is bounded by this
+
+
+@pytest.fixture(autouse=True)
+def _collect_the_clients_pools():
+    """Collect what each test's clients left open while this module's allowance above applies, so
+    that no later test meets their ResourceWarnings."""
+    yield
+    gc.collect()
 
 
 def bounded(fn, *args, **kwargs):

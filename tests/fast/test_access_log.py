@@ -22,6 +22,15 @@ def access_line(tmp_path, fmt: str | None = None, query: str = f"api_key={SECRET
     if fmt:
         cfg.set("access_log_format", fmt)
     logger = RedactingLogger(cfg)
+    try:
+        return _log_one_request(logger, query, tmp_path / "access.log")
+    finally:  # close the file it opened: the next logger's setup drops the handler without closing it
+        for handler in list(logger.access_log.handlers):
+            logger.access_log.removeHandler(handler)
+            handler.close()
+
+
+def _log_one_request(logger: RedactingLogger, query: str, path) -> str:
     headers = [("Authorization", BASIC), ("X-Api-Key", SECRET), ("Cookie", f"s={SECRET}"),
                ("User-Agent", "curl/8"), ("Referer", f"http://app/?token={SECRET}")]
     environ = {"REQUEST_METHOD": "POST", "RAW_URI": f"/embed?{query}", "PATH_INFO": "/embed",
@@ -32,7 +41,7 @@ def access_line(tmp_path, fmt: str | None = None, query: str = f"api_key={SECRET
     logger.access(resp, SimpleNamespace(headers=headers), environ, datetime.timedelta(milliseconds=3))
     for handler in logger.access_log.handlers:
         handler.flush()
-    return (tmp_path / "access.log").read_text()
+    return path.read_text()
 
 
 def test_default_format_hides_user_and_query_values(tmp_path):

@@ -1,6 +1,7 @@
-"""The ONNX Runtime backend: same vectors as torch over HTTP, pooling as sentence-transformers does
-it, an export cache keyed by the model's files, written atomically, a shipped ONNX file preferred,
-serving forms whose mapped weights the workers share, and no torch in the server's processes."""
+"""The ONNX Runtime backend with real servers and the real model: same vectors as torch over HTTP,
+an export cache keyed by the model's files, exports racing into one cache, a shipped ONNX file
+preferred, serving forms whose mapped weights the workers share, and no torch in the server's
+processes. tests/fast/test_onnx_backend.py has its pooling and atomic cache writes."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import torch
 
 from bench.harness.servers import ROOT, Gunicorn
-from conftest import onnx_cache as cache_dir
 from embedder.backends import onnx_backend as ob
-from embedder.model import pooling
-from embedder.model.errors import UnsupportedModel
 from embedder.backends import onnx_export as ox
 from embedder.config import Settings
+from embedder.model import pooling
+from embedder.model.errors import UnsupportedModel
+from served_apps import gunicorn_app
+from session_cache import onnx_cache as cache_dir
 
 CLI = "embedder.backends.onnx_export"  # fills the cache ahead of time (the Dockerfile runs it)
 
@@ -29,7 +30,7 @@ EVERY = 14  # every 14th STS-B pair: ~200 real sentences from all its genres
 
 @pytest.fixture(scope="module")
 def onnx_server(server):
-    """The default server runs the onnx backend (its cache is conftest's onnx_cache)."""
+    """The default server runs the onnx backend (its cache is tests/support/session_cache.py's)."""
     assert requests.get(server.url + "/info", timeout=10).json()["backend"] == "onnx"
     return server
 
@@ -185,12 +186,12 @@ def test_building_the_backend_never_imports_onnxruntime(tmp_path_factory):
 
 
 def test_a_running_onnx_server_has_no_torch_and_the_models_vectors(reference_model, stsb):
-    """Master and workers of an onnx server (tests/modules_wsgi.py reports each process's imported
+    """Master and workers of an onnx server (tests/support/modules_wsgi.py reports each process's imported
     packages; /proc/<pid>/maps shows its shared libraries): no torch, transformers or
     sentence-transformers anywhere, ONNX Runtime in the workers only, and still sentence-transformers'
     own vectors."""
     texts = sorted({s for _, a, b in stsb[::EVERY] for s in (a, b)})[:64]
-    with Gunicorn(workers=2, app="tests.modules_wsgi:app") as srv:
+    with Gunicorn(workers=2, **gunicorn_app("modules_wsgi")) as srv:
         pids = [srv.pid, *srv.worker_pids()]
         reports = [requests.get(srv.url + "/_test/modules", timeout=30).json() for _ in range(20)]
         ours = embed(srv, texts, normalize=True)
@@ -209,7 +210,7 @@ def test_a_running_onnx_server_has_no_torch_and_the_models_vectors(reference_mod
 
 # -- in process -------------------------------------------------------------------------------------
 def test_cache_is_reused_and_keyed_by_the_model_files(onnx_server, loaded, tmp_path_factory):
-    """The export key is computed from the model's files (tests/test_model_files.py checks what it
+    """The export key is computed from the model's files (tests/fast/test_model_files.py checks what it
     hashes); the cached graph and serving form are found again, not rewritten."""
     cache = cache_dir(tmp_path_factory)
     (cached,) = fp32_files(cache)
@@ -219,47 +220,6 @@ def test_cache_is_reused_and_keyed_by_the_model_files(onnx_server, loaded, tmp_p
     assert ox.export_key(loaded.path)[:20] in cached.name
     assert files.prepared and files.serving.parent in serving_dirs(cache)
     assert ox.serving_key(ox.export_key(loaded.path))[:20] in files.serving.parent.name
-
-
-def test_a_failed_write_leaves_nothing_behind(tmp_path):
-    def fail(tmp):
-        tmp.write_bytes(b"half a model")
-        raise OSError("disk full")
-
-    final = tmp_path / "onnx" / "m.onnx"
-    with pytest.raises(OSError, match="disk full"):
-        ox._atomic_write(final, fail)
-    assert list(final.parent.iterdir()) == []
-    ox._atomic_write(final, lambda tmp: tmp.write_bytes(b"whole"))
-    assert [p.name for p in final.parent.iterdir()] == ["m.onnx"] and final.read_bytes() == b"whole"
-
-
-def test_a_serving_form_is_written_whole_and_never_replaced(tmp_path):
-    def write(tag):
-        def fill(directory):
-            (directory / ox.SERVING_DATA).write_text(tag)
-            (directory / ox.SERVING_GRAPH).write_text(tag)
-        return fill
-
-    def fail(directory):
-        (directory / ox.SERVING_DATA).write_text("half")
-        raise RuntimeError("child failed")
-
-    final = tmp_path / "onnx" / "m-serving"
-    with pytest.raises(RuntimeError, match="child failed"):
-        ox._atomic_dir(final, fail)
-    assert list(final.parent.iterdir()) == []
-    ox._atomic_dir(final, write("first"))
-    ox._atomic_dir(final, write("second"))  # a racing master lost: the one already served stays
-    assert (final / ox.SERVING_DATA).read_text() == (final / ox.SERVING_GRAPH).read_text() == "first"
-    assert [p.name for p in final.parent.iterdir()] == ["m-serving"]
-    assert oct(final.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def shipped_model(loaded, tmp_path, tmp_path_factory):
@@ -319,12 +279,12 @@ def test_without_a_writable_cache_workers_open_the_source_graph(onnx_server, loa
 
 def test_unsupported_pipelines_are_refused(st_loaded, tmp_path):
     """By the exporter (a SentenceTransformer) and by the backend (a model without pooling modes);
-    tests/test_model_files.py has the refusals of the files' loader."""
+    tests/fast/test_model_files.py has the refusals of the files' loader."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense
 
-    transformer, pooling = ox.pipeline_parts(st_loaded)
-    dense = SentenceTransformer(modules=[transformer, pooling, Dense(384, 8)], device="cpu")
+    transformer, pooling_module = ox.pipeline_parts(st_loaded)  # not `pooling`: that is the module under test
+    dense = SentenceTransformer(modules=[transformer, pooling_module, Dense(384, 8)], device="cpu")
     with pytest.raises(UnsupportedModel, match="Transformer -> Pooling -> Dense"):
         ox.pipeline_parts(dataclasses.replace(st_loaded, st_model=dense, ends_with_normalize=False))
     with pytest.raises(UnsupportedModel, match="EMBEDDER_BACKEND=torch"):
@@ -334,46 +294,6 @@ def test_unsupported_pipelines_are_refused(st_loaded, tmp_path):
         pooling.implemented(pooling.pooling_modes(type("FakePooling", (), {"pooling_mode": ("mean", "median")})()))
     with pytest.raises(UnsupportedModel, match="pooling mode median"):
         pooling.implemented(("mean", "median"))
-
-
-# -- pooling ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", [*pooling.POOLING_MODES, ("cls", "mean", "max")])
-def test_pooling_matches_sentence_transformers(mode):
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    rng = np.random.default_rng(7)
-    hidden = rng.normal(size=(4, 9, 16)).astype(np.float32)
-    lengths = np.array([9, 1, 5, 3])
-    mask = (np.arange(9)[None, :] < lengths[:, None]).astype(np.int64)
-    hidden[mask == 0] = 100.0  # padding positions must not leak into any mode
-    reference = Pooling(16, pooling_mode=mode)({"token_embeddings": torch.from_numpy(hidden),
-                                                 "attention_mask": torch.from_numpy(mask)})
-    ours = pooling.pool(hidden, mask, pooling.pooling_modes(Pooling(16, pooling_mode=mode)))
-    assert ours.dtype == np.float32 and ours.shape == tuple(reference["sentence_embedding"].shape)
-    np.testing.assert_allclose(ours, reference["sentence_embedding"].numpy(), atol=1e-5, rtol=1e-5)
-
-
-# -- settings ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("env,error", [({"BACKEND": "onnx"}, None),
-                                       ({"BACKEND": "onnx", "QUANTIZE": "int8"}, None),
-                                       ({"BACKEND": "onnx", "QUANTIZE": "int4"}, "EMBEDDER_QUANTIZE"),
-                                       ({"QUANTIZE": "int8"}, None),  # onnx is the default
-                                       ({"BACKEND": "torch", "QUANTIZE": "int8"},
-                                        "needs EMBEDDER_BACKEND=onnx")])
-def test_backend_settings(env, error):
-    environ = {"EMBEDDER_" + name: value for name, value in env.items()}
-    if error:
-        with pytest.raises(ValueError, match=error):
-            Settings.from_env(environ)
-    else:
-        settings = Settings.from_env(environ)
-        assert (settings.backend, settings.quantize) == (env.get("BACKEND", "onnx"), env.get("QUANTIZE", ""))
-
-
-def test_cache_dir_default_and_override(tmp_path):
-    assert Settings.from_env({}).resolved_cache_dir() == Settings().resolved_cache_dir()
-    assert str(Settings().resolved_cache_dir()).endswith(os.path.join(".cache", "embedder"))
-    assert Settings.from_env({"EMBEDDER_CACHE_DIR": str(tmp_path)}).resolved_cache_dir() == tmp_path
 
 
 def test_two_exports_racing_into_one_cache_leave_one_good_file(tmp_path):
@@ -399,7 +319,3 @@ def test_two_exports_racing_into_one_cache_leave_one_good_file(tmp_path):
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(paths.pop(), options, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
-
-
-def test_the_dockerfile_fills_the_cache_with_this_cli():
-    assert f"RUN python -m {CLI}\n" in (ROOT / "deploy" / "Dockerfile").read_text()

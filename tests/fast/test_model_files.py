@@ -103,7 +103,8 @@ def test_metadata_is_what_sentence_transformers_gives(from_files, from_st):
 def test_loading_from_files_imports_no_torch():
     """What the master does for the onnx backend, in a fresh interpreter."""
     script = ("import sys; from embedder.config import Settings; from embedder.model.load import load_model; "
-              "s = Settings(); m = load_model(s.model_path(), s.resolved_model_id(), s.backend); m.token_ids(['a test'], True); "
+              "s = Settings(); m = load_model(s.model_path(), s.resolved_model_id(), s.backend); "
+              "m.token_ids(['a test'], True); "
               "print(m.st_model is None, sorted(k for k in ('torch', 'transformers', 'sentence_transformers', "
               "'onnxruntime', 'onnx') if k in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
