@@ -14,17 +14,7 @@ from urllib.parse import unquote
 
 import pytest
 
-
-def _root() -> Path:
-    """The repository root: the first folder above this file holding pyproject.toml or a Makefile
-    (so the test works from tests/ or tests/fast/ alike)."""
-    for folder in Path(__file__).resolve().parents:
-        if (folder / "pyproject.toml").is_file() or (folder / "Makefile").is_file():
-            return folder
-    raise RuntimeError("no repository root (pyproject.toml or Makefile) above " + __file__)
-
-
-ROOT = _root()
+from paths import ROOT
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")

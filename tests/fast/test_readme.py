@@ -9,24 +9,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from embedder import config
 from metrics import definitions
+from paths import ROOT
 
-
-def _root() -> Path:
-    """The repository root: the first folder above this file holding pyproject.toml or a Makefile
-    (so the test works from tests/ or tests/fast/ alike)."""
-    for folder in Path(__file__).resolve().parents:
-        if (folder / "pyproject.toml").is_file() or (folder / "Makefile").is_file():
-            return folder
-    raise RuntimeError("no repository root (pyproject.toml or Makefile) above " + __file__)
-
-
-ROOT = _root()
 README = ROOT / "README.md"
 OPERATIONS = ROOT / "docs" / "operations.md"
 MAX_README_LINES = 300
