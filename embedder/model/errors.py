@@ -1,4 +1,4 @@
-"""The model layer's two refusals, in its own terms (the core's InputTooLong is raised for inputs)."""
+"""The model layer's refusals, in its own terms (the core's InputTooLong is raised for inputs)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,9 @@ class TooManyTokens(ValueError):
     def __init__(self, index: int, tokens: int, limit: int):
         super().__init__(f"input {index} has {tokens} tokens, more than the model's {limit}")
         self.index, self.tokens, self.limit = index, tokens, limit
+
+
+class ModelUnavailable(Exception):
+    """The configured model cannot be found: no such directory, or a hub model (or its revision)
+    that is neither in the Hugging Face cache nor downloadable now. The message names the model and
+    says how to get it; the server refuses to start with it."""

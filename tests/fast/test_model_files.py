@@ -23,6 +23,7 @@ from embedder.model.errors import NotReplicated, UnsupportedModel
 from embedder.model.files import load_model_files
 from embedder.model.load import load_model
 from embedder.model.pipeline import read_pipeline
+from embedder.model.source import resolve_model
 from embedder.model.st_loader import load_sentence_transformer
 from embedder.model.tokenizer import load_tokenizer
 
@@ -36,20 +37,25 @@ EDGE_CASES = ["", " ", "\t\n", "Hello WORLD", "Ünïcödé àccents ÅÉÎ", "�
               "don't stop-believing!!! (really?) $3.50 & 10%", "a" * 3000]
 
 
+def _bundled() -> tuple[Path, str]:
+    source = resolve_model(Settings())
+    return source.path, source.model_id
+
+
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
-    return Settings().model_path()
+    return resolve_model(Settings()).path
 
 
 @pytest.fixture(scope="module")
 def from_files():
-    return load_model_files(Settings().model_path(), Settings().resolved_model_id())
+    return load_model_files(*_bundled())
 
 
 @pytest.fixture(scope="module")
 def from_st():
     """Today's loading: a SentenceTransformer and its transformers tokenizer (imports torch)."""
-    return load_sentence_transformer(Settings().model_path(), Settings().resolved_model_id())
+    return load_sentence_transformer(*_bundled())
 
 
 def sentences(stsb) -> list[str]:
@@ -103,7 +109,8 @@ def test_metadata_is_what_sentence_transformers_gives(from_files, from_st):
 def test_loading_from_files_imports_no_torch():
     """What the master does for the onnx backend, in a fresh interpreter."""
     script = ("import sys; from embedder.config import Settings; from embedder.model.load import load_model; "
-              "s = Settings(); m = load_model(s.model_path(), s.resolved_model_id(), s.backend); "
+              "from embedder.model.source import resolve_model; "
+              "s = Settings(); src = resolve_model(s); m = load_model(src.path, src.model_id, s.backend); "
               "m.token_ids(['a test'], True); "
               "print(m.st_model is None, sorted(k for k in ('torch', 'transformers', 'sentence_transformers', "
               "'onnxruntime', 'onnx') if k in sys.modules))")
@@ -226,7 +233,8 @@ def test_the_export_key_hashes_the_files_and_the_exporter_versions(model_dir, tm
 
 def test_computing_the_keys_imports_no_exporter():
     script = ("import sys; from embedder.backends import onnx_export as ox; from embedder.config import Settings; "
-              "ox.export_key(Settings().model_path()); ox.serving_key('k'); "
+              "from embedder.model.source import resolve_model; "
+              "ox.export_key(resolve_model(Settings()).path); ox.serving_key('k'); "
               "print(sorted(k for k in ('torch', 'transformers', 'sentence_transformers', 'onnxruntime', 'onnx') "
               "if k in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

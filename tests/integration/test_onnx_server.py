@@ -19,6 +19,7 @@ from embedder.backends import onnx_export as ox
 from embedder.config import Settings
 from embedder.model import pooling
 from embedder.model.errors import UnsupportedModel
+from embedder.model.source import resolve_model
 from served_apps import gunicorn_app
 from session_cache import onnx_cache as cache_dir
 
@@ -35,12 +36,17 @@ def onnx_server(server):
     return server
 
 
+def _bundled() -> tuple[Path, str]:
+    source = resolve_model(Settings())
+    return source.path, source.model_id
+
+
 @pytest.fixture(scope="module")
 def loaded():
     """The model as the onnx backend's master loads it: from its files (no torch)."""
     from embedder.model.load import load_model
 
-    return load_model(Settings().model_path(), Settings().resolved_model_id(), "onnx")
+    return load_model(*_bundled(), "onnx")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def st_loaded():
     """The model as the torch backend loads it: a SentenceTransformer."""
     from embedder.model.st_loader import load_sentence_transformer
 
-    return load_sentence_transformer(Settings().model_path(), Settings().resolved_model_id())
+    return load_sentence_transformer(*_bundled())
 
 
 def fp32_files(cache):
@@ -173,8 +179,10 @@ def test_building_the_backend_never_imports_onnxruntime(tmp_path_factory):
         from embedder.backends import create_backend
         from embedder.config import Settings
         from embedder.model.load import load_model
+        from embedder.model.source import resolve_model
 
-        model = load_model(Settings().model_path(), Settings().resolved_model_id(), "onnx")
+        source = resolve_model(Settings())
+        model = load_model(source.path, source.model_id, "onnx")
         names = [create_backend(Settings(quantize=q, cache_dir=sys.argv[1]), model).name for q in ("", "int8")]
         print(names, sorted(m for m in ("onnxruntime", "torch", "transformers", "sentence_transformers")
                             if m in sys.modules))
