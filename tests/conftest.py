@@ -11,6 +11,7 @@ import os
 import pytest
 
 import full_tmpfs as tmpfs
+import tiny_models as tiny
 from bench.harness import stsb as stsb_data
 from session_cache import onnx_cache
 
@@ -27,6 +28,13 @@ def stsb():
 def _session_cache(tmp_path_factory):
     """Every server a test starts exports into the session's cache, never the user's ~/.cache."""
     os.environ["EMBEDDER_CACHE_DIR"] = str(onnx_cache(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cache(tmp_path_factory) -> tiny.Cache:
+    """Tiny random-weight models of common architectures (tests/support/tiny_models.py), each kind
+    and set of options built once per session: ``tiny_model_cache.get("roberta", pooling="cls")``."""
+    return tiny.Cache(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture

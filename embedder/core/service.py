@@ -175,8 +175,10 @@ class EmbeddingService:
         ClientGone (``errors.py``)."""
         began = time.perf_counter()
         texts = request.texts
-        if texts is not None and request.prompt_name:
-            prompt = self.model.prompts[request.prompt_name]
+        # A request that names no prompt gets the model's default, as sentence-transformers' encode does.
+        prompt_name = request.prompt_name or self.model.default_prompt_name
+        if texts is not None and prompt_name:
+            prompt = self.model.prompts[prompt_name]
             texts = [prompt + text for text in texts]
         try:
             ids = (self.model.token_ids(texts, request.truncate) if texts is not None

@@ -19,6 +19,11 @@ from .tokenizer import load_tokenizer, special_tokens
 log = logging.getLogger("embedder.model")
 
 
+def default_prompt_name_of(model_dir: Path) -> str | None:
+    """config_sentence_transformers.json's ``default_prompt_name``: the prompt applied when none is named."""
+    return (read_json(model_dir / "config_sentence_transformers.json", {}) or {}).get("default_prompt_name")
+
+
 def prompts_of(model_dir: Path) -> dict[str, str]:
     """SentenceTransformer's prompts: query and document (empty unless the model names them) and
     whatever config_sentence_transformers.json adds."""
@@ -49,6 +54,7 @@ def load_model_files(path: Path, model_id: str) -> LoadedModel:
         vocab_size=setup.vocab_size,
         ends_with_normalize=pipeline.ends_with_normalize,
         prompts=prompts_of(path),
+        default_prompt_name=default_prompt_name_of(path),
         prefix_ids=prefix,
         suffix_ids=suffix,
         pad_id=setup.pad_id,

@@ -26,6 +26,8 @@ class LoadedModel:
     #: Whether the model's own pipeline ends with a Normalize module (the backend stops before it).
     ends_with_normalize: bool
     prompts: dict = field(default_factory=dict)
+    #: The prompt sentence-transformers applies when a request names none (``default_prompt_name``).
+    default_prompt_name: str | None = None
     #: Special tokens the tokenizer wraps every input in, e.g. [CLS] ... [SEP].
     prefix_ids: list = field(default_factory=list)
     suffix_ids: list = field(default_factory=list)

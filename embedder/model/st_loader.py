@@ -26,6 +26,25 @@ def _pooling_modes(modules: list, kinds: list[str], model_id: str) -> tuple:
     return pooling_modes(modules[1])
 
 
+def position_limit(transformer_model) -> int | None:
+    """The most tokens the transformer's learned position embeddings take, or None (rotary or no
+    positions). RoBERTa-family embeddings (RoBERTa, XLM-R, MPNet, CamemBERT...) number positions from
+    ``padding_idx + 1``, so of their ``max_position_embeddings`` (e.g. 514) only that many less are
+    usable (512). sentence-transformers caps its limit at ``max_position_embeddings`` alone, so for
+    such a model whose ``max_seq_length`` and tokenizer limit are unset, it truncates to 514 and
+    crashes on a longer input; serving takes the usable count instead."""
+    import torch  # (see load_sentence_transformer)
+
+    limits = []
+    for module in transformer_model.modules():
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, torch.nn.Embedding):
+            padding_idx = getattr(module, "padding_idx", None)
+            offset = padding_idx + 1 if isinstance(padding_idx, int) else 0
+            limits.append(table.num_embeddings - offset)
+    return min(limits) if limits else None
+
+
 def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
     """The model in directory ``path`` as a SentenceTransformer (imports torch)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,6 +68,13 @@ def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     kinds = module_kinds(modules)
     ends_with_normalize = kinds[-1] == "Normalize"
+    max_tokens = int(st_model.max_seq_length)
+    usable = position_limit(modules[0])
+    if usable is not None and max_tokens > usable:
+        log.warning("model %s: max_seq_length %d exceeds the %d positions its position embeddings "
+                    "take; serving at most %d tokens", model_id or path.name, max_tokens, usable, usable)
+        max_tokens = usable
+        st_model.max_seq_length = usable  # so the model in-process truncates as serving does
     dimension = st_model.get_embedding_dimension() if hasattr(st_model, "get_embedding_dimension") \
         else st_model.get_sentence_embedding_dimension()
     loaded = LoadedModel(
@@ -57,10 +83,11 @@ def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
         model_id=model_id or path.name,
         path=str(path),
         dimension=int(dimension),
-        max_input_tokens=int(st_model.max_seq_length),
+        max_input_tokens=max_tokens,
         vocab_size=len(tokenizer),
         ends_with_normalize=ends_with_normalize,
         prompts={k: v for k, v in (st_model.prompts or {}).items()},
+        default_prompt_name=st_model.default_prompt_name,
         prefix_ids=prefix,
         suffix_ids=suffix,
         pad_id=pad_id,
