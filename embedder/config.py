@@ -171,6 +171,9 @@ class Settings:
                                 "`--revision`); only with a hub id", shown="empty = `main`")
     model_id: str = setting("", "name reported by `/info` and in OpenAI's `model` field",
                             shown=f"the hub id, else the directory name; `{DEFAULT_MODEL_ID}` for the bundled one")
+    trust_remote_code: bool = setting(False, "let a model run code of its own (a custom module in "
+                                             "`modules.json`, an `auto_map` class), as sentence-transformers' "
+                                             "`trust_remote_code`; off, such a model is refused at start")
     backend: str = setting("onnx", "inference backend: `onnx` (ONNX Runtime) or `torch` (PyTorch); "
                                    "same vectors, see [ONNX Runtime backend](#onnx-runtime-backend)",
                            check=one_of(*BACKENDS))

@@ -18,7 +18,7 @@ from metrics import definitions as m
 from ..backends import create_backend
 from ..config import Settings
 from ..core.service import EmbeddingService
-from ..model.errors import ModelUnavailable
+from ..model.errors import ModelUnavailable, UnsupportedModel
 from ..model.load import load_model
 from ..model.source import resolve_model
 from . import docs_page
@@ -36,13 +36,15 @@ DRAIN_LIMIT = 64 * 1024 * 1024
 def build_service(settings: Settings):
     """The configured model, found (the one place a server resolves it: a hub id, a directory or the
     bundled model) and loaded, in the master, behind its backend and the core's service. A model
-    that cannot be found stops the server (SystemExit) with the message that says how to get it."""
+    that cannot be found or served as sentence-transformers serves it stops the server (SystemExit)
+    with the message that says why."""
     try:
         source = resolve_model(settings)
-    except ModelUnavailable as why:
+        model = load_model(source.path, source.model_id, settings.backend, settings.resolved_cache_dir(),
+                           settings.trust_remote_code)
+        return EmbeddingService(settings, model, create_backend(settings, model))
+    except (ModelUnavailable, UnsupportedModel) as why:  # what to do about it is in the message
         raise SystemExit(f"embedder cannot start: {why}") from None
-    model = load_model(source.path, source.model_id, settings.backend)
-    return EmbeddingService(settings, model, create_backend(settings, model))
 
 
 def create_app(settings: Settings | None = None, service=None) -> Flask:

@@ -204,10 +204,17 @@ def info():
     s, model, layout = service.settings, service.model, service.layout
     return json_response(Info(
         model_id=service.model_id,
+        architecture=model.architecture,
+        tokenizer=model.tokenizer_kind,
+        modules=list(model.modules),
+        pooling=list(model.pooling_modes),
         dimension=model.dimension,
         max_input_tokens=model.max_input_tokens,
         normalized_by_model=model.ends_with_normalize,
         prompts=sorted(model.prompts),
+        default_prompt_name=model.default_prompt_name,
+        loaded_with=model.loaded_with,
+        loader_note=model.loader_note or None,
         backend=service.backend.name,
         workers=layout.workers,
         threads_per_worker=layout.threads,

@@ -269,10 +269,17 @@ class ModelType(BaseModel):
 class Info(BaseModel):
     """The model, limits and worker layout in force, with text-embeddings-inference's fields."""
     model_id: str
+    architecture: str
+    tokenizer: str
+    modules: list[str]
+    pooling: list[str]
     dimension: int
     max_input_tokens: int
     normalized_by_model: bool
     prompts: list[str]
+    default_prompt_name: str | None
+    loaded_with: str
+    loader_note: str | None
     backend: str
     workers: int
     threads_per_worker: int

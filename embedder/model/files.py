@@ -2,7 +2,8 @@
 
 No torch, transformers or sentence-transformers in the process: the pipeline comes from
 ``modules.json`` and the modules' configs (``pipeline.py``), prompts from
-``config_sentence_transformers.json`` and the tokenizer from ``tokenizer.json`` (``tokenizer.py``).
+``config_sentence_transformers.json`` and the tokenizer from ``tokenizer.json`` (``tokenizer.py``),
+proven once per model to give transformers' ids (``tokenizer_proof.py``, in a child process).
 The result is the LoadedModel that sentence-transformers' path (``st_loader.py``) would give, bar
 ``st_model``; the tests hold the two to the same ids and metadata.
 """
@@ -12,11 +13,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .errors import NotReplicated
 from .loaded import LoadedModel
 from .pipeline import read_json, read_pipeline
 from .tokenizer import load_tokenizer, special_tokens
+from .tokenizer_proof import prove
 
 log = logging.getLogger("embedder.model")
+
+#: Model types whose learned position embeddings number positions from ``padding_idx + 1``
+#: (RoBERTa's family): of max_position_embeddings that many fewer are usable (see
+#: ``st_loader.position_limit``, which finds the same from the loaded modules); MPNet's padding_idx
+#: is fixed at 1, the others' is config.json's pad_token_id.
+PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "ibert",
+                            "longformer", "roberta-prelayernorm", "xmod", "mpnet"}
+#: Model types whose learned position embeddings take max_position_embeddings tokens.
+PLAIN_POSITIONS = {"bert", "distilbert", "electra", "albert"}
+#: Model types without learned position embeddings (rotary): no cap from them.
+ROTARY = {"modernbert", "qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "nomic_bert"}
 
 
 def default_prompt_name_of(model_dir: Path) -> str | None:
@@ -35,14 +49,41 @@ def prompts_of(model_dir: Path) -> dict[str, str]:
     return {name: "" if text is None else text for name, text in prompts.items()}
 
 
-def load_model_files(path: Path, model_id: str) -> LoadedModel:
-    """The model in directory ``path`` as a LoadedModel (``st_model`` None) from its files alone."""
+def position_limit(model_config: dict, max_length: int) -> int:
+    """``max_length`` capped at the tokens the model's position embeddings take, from config.json
+    alone, as the sentence-transformers loader caps it (``st_loader.position_limit``)."""
+    model_type = model_config.get("model_type")
+    positions = model_config.get("max_position_embeddings")
+    if model_type in ROTARY or positions is None or positions == -1:
+        return max_length
+    if model_type in PADDING_OFFSET_POSITIONS:
+        padding_idx = 1 if model_type == "mpnet" else model_config.get("pad_token_id", 1)
+        usable = int(positions) - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
+    elif model_type in PLAIN_POSITIONS:
+        usable = int(positions)
+    elif max_length > int(positions):
+        raise NotReplicated(f"a {model_type} model's limit {max_length} exceeds its {positions} positions, "
+                            "and whether its position embeddings take them is not known here")
+    else:
+        return max_length
+    if max_length > usable:
+        log.warning("max_seq_length %d exceeds the %d positions the %s model's position embeddings take; "
+                    "serving at most %d tokens", max_length, usable, model_type, usable)
+    return min(max_length, usable)
+
+
+def load_model_files(path: Path, model_id: str, cache_dir: Path | None = None) -> LoadedModel:
+    """The model in directory ``path`` as a LoadedModel (``st_model`` None) from its files alone.
+    Its tokenizer is served only once proven to give transformers' ids (``tokenizer_proof.py``; the
+    verdict recorded under ``cache_dir`` when given, else proven at every load); NotReplicated when
+    it does not."""
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
     log.info("loading model from %s (its files: tokenizer and settings; the onnx backend maps the weights)", path)
     pipeline = read_pipeline(path, model_id)
     model_config = read_json(pipeline.transformer_dir / "config.json", {}) or {}
     setup = load_tokenizer(pipeline.transformer_dir, pipeline.transformer_config, model_config)
+    prove(setup, pipeline.transformer_dir, pipeline.transformer_config, cache_dir)
     prefix, suffix = special_tokens(setup.tokenizer)
     loaded = LoadedModel(
         st_model=None,
@@ -50,7 +91,7 @@ def load_model_files(path: Path, model_id: str) -> LoadedModel:
         model_id=model_id,
         path=str(path),
         dimension=pipeline.dimension,
-        max_input_tokens=setup.model_max_length,
+        max_input_tokens=position_limit(model_config, setup.model_max_length),
         vocab_size=setup.vocab_size,
         ends_with_normalize=pipeline.ends_with_normalize,
         prompts=prompts_of(path),
@@ -60,6 +101,11 @@ def load_model_files(path: Path, model_id: str) -> LoadedModel:
         pad_id=setup.pad_id,
         uses_token_type_ids=setup.uses_token_type_ids,
         pooling_modes=pipeline.pooling_modes,
+        architecture=(model_config.get("architectures") or [model_config.get("model_type", "")])[0],
+        tokenizer_kind=f"{type(setup.tokenizer.backend.model).__name__} ({setup.class_name or 'tokenizer.json'})",
+        modules=("Transformer", f"Pooling({'+'.join(pipeline.pooling_modes)})")
+        + (("Normalize",) if pipeline.ends_with_normalize else ()),
+        loaded_with="files",
     )
     log.info("model %s read from its files (no torch): dimension %d, max %d tokens", model_id,
              loaded.dimension, loaded.max_input_tokens)

@@ -14,24 +14,35 @@ import logging
 import os
 from pathlib import Path
 
+from ..config import Settings
 from .errors import NotReplicated
 from .files import load_model_files
 from .loaded import LoadedModel
+from .pipeline import check_code
 from .st_loader import load_sentence_transformer
 
 log = logging.getLogger("embedder.model")
 
 
-def load_model(path: Path, model_id: str, backend: str) -> LoadedModel:
+def load_model(path: Path, model_id: str, backend: str, cache_dir: Path | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
     """The model in directory ``path`` (never from a hub), named ``model_id``: from its files alone
     for the onnx backend, else (or when the files' loader does not reproduce the model's set-up) as
-    a SentenceTransformer. A pipeline the onnx backend cannot run raises UnsupportedModel."""
+    a SentenceTransformer. A pipeline the onnx backend cannot run, or a model that runs code of its
+    own (unless ``trust_remote_code``), raises UnsupportedModel naming what is not supported.
+    ``cache_dir`` holds the files' tokenizer proofs (default: the settings' cache directory)."""
+    check_code(path, model_id, trust_remote_code)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if backend == "onnx":
+        if cache_dir is None:
+            cache_dir = Settings.from_env().resolved_cache_dir()
         try:
-            return load_model_files(Path(path), model_id)
+            return load_model_files(Path(path), model_id, Path(cache_dir))
         except NotReplicated as why:
             log.warning("model %s: %s; loading it with sentence-transformers instead (torch in the master)",
                         model_id, why)
-    return load_sentence_transformer(Path(path), model_id)
+            model = load_sentence_transformer(Path(path), model_id, trust_remote_code)
+            model.loader_note = f"the torch-free loader does not reproduce it ({why}): torch in the master"
+            return model
+    return load_sentence_transformer(Path(path), model_id, trust_remote_code)

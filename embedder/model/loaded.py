@@ -37,6 +37,15 @@ class LoadedModel:
     #: The Pooling module's modes, in its concatenation order, when the pipeline is Transformer ->
     #: Pooling (-> Normalize) (what the onnx backend runs); empty otherwise.
     pooling_modes: tuple = ()
+    #: What is served, for /info and the log: the transformer's architecture (config.json's
+    #: ``architectures``, else its ``model_type``), the tokenizer's model and class, the pipeline's
+    #: modules (``Pooling(mean)``...), and which loader read it ("files": torch-free;
+    #: "sentence-transformers") and why.
+    architecture: str = ""
+    tokenizer_kind: str = ""
+    modules: tuple = ()
+    loaded_with: str = ""
+    loader_note: str = ""
 
     def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text with special tokens, truncated to the model's limit."""

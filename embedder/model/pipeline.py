@@ -120,3 +120,43 @@ def read_pipeline(model_dir: str | Path, model_id: str = "") -> Pipeline:
         raise UnsupportedModel(f"{model_id}'s Pooling config has no embedding_dimension")
     return Pipeline(transformer_dir=transformer_dir, pooling_modes=modes, dimension=int(width) * len(modes),
                     ends_with_normalize=ends_with_normalize, transformer_config=config)
+
+
+def code_it_runs(model_dir: str | Path, model_id: str = "") -> list[str]:
+    """What in the model would run code of its own rather than sentence-transformers' and
+    transformers' (each a line naming it): a module in modules.json that is not one of
+    sentence-transformers' classes, and an ``auto_map`` in the transformer's or tokenizer's config
+    (classes loaded with ``trust_remote_code``)."""
+    root = Path(model_dir)
+    model_id = model_id or root.name
+    found = []
+    for module in read_json(root / "modules.json") or []:
+        kind = str(module.get("type", ""))
+        if not kind.startswith("sentence_transformers."):
+            found.append(f"module {module.get('name', module.get('idx'))} is {kind or 'of no type'}, "
+                         "not one of sentence-transformers' modules")
+    folders = [root] + [root / str(m.get("path", "")) for m in (read_json(root / "modules.json") or [])
+                        if m.get("path")]
+    for folder in dict.fromkeys(folders):
+        for name in ("config.json", "tokenizer_config.json"):
+            auto_map = (read_json(folder / name, {}) or {}).get("auto_map") or {}
+            values = auto_map.values() if isinstance(auto_map, dict) else auto_map
+            # A reference to code is "module.Class" (or "repo--module.Class"); a bare class name is
+            # transformers' own.
+            classes = sorted({v for value in values for v in (value if isinstance(value, list) else [value])
+                              if isinstance(v, str) and "." in v})
+            if classes:
+                found.append(f"{(folder / name).relative_to(root)} maps to the model's own code "
+                             f"({', '.join(classes)})")
+    return found
+
+
+def check_code(model_dir: str | Path, model_id: str, trust_remote_code: bool) -> None:
+    """UnsupportedModel naming each piece of the model's own code unless the operator allows it
+    (EMBEDDER_TRUST_REMOTE_CODE, as sentence-transformers' ``trust_remote_code``)."""
+    found = code_it_runs(model_dir, model_id)
+    if found and not trust_remote_code:
+        raise UnsupportedModel(f"{model_id or Path(model_dir).name} runs code of its own: " + "; ".join(found)
+                               + ". embedder serves only what sentence-transformers' and transformers' own "
+                                 "classes compute unless EMBEDDER_TRUST_REMOTE_CODE=true allows the model's "
+                                 "code to run (read it first: it runs in the server)")

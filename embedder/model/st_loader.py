@@ -45,8 +45,9 @@ def position_limit(transformer_model) -> int | None:
     return min(limits) if limits else None
 
 
-def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
-    """The model in directory ``path`` as a SentenceTransformer (imports torch)."""
+def load_sentence_transformer(path: Path, model_id: str = "", trust_remote_code: bool = False) -> LoadedModel:
+    """The model in directory ``path`` as a SentenceTransformer (imports torch); the model's own code
+    runs only with ``trust_remote_code`` (``pipeline.check_code`` refuses it before otherwise)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # torch, transformers and sentence-transformers: only when this loader runs (the onnx backend's
@@ -60,7 +61,8 @@ def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
     log.info("loading model from %s", path)
-    st_model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    st_model = SentenceTransformer(str(path), device="cpu", local_files_only=True,
+                                   trust_remote_code=trust_remote_code)
     st_model.eval()
     modules = list(st_model.children())
     tokenizer = st_model.tokenizer
@@ -68,6 +70,12 @@ def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     kinds = module_kinds(modules)
     ends_with_normalize = kinds[-1] == "Normalize"
+    hf_config = getattr(getattr(modules[0], "auto_model", None), "config", None)
+    architecture = ((getattr(hf_config, "architectures", None) or [getattr(hf_config, "model_type", "")])[0]
+                    if hf_config is not None else "")
+    backend_tokenizer = getattr(tokenizer, "backend_tokenizer", None)
+    tokenizer_kind = (f"{type(backend_tokenizer.model).__name__} ({type(tokenizer).__name__})"
+                      if backend_tokenizer is not None else type(tokenizer).__name__)
     max_tokens = int(st_model.max_seq_length)
     usable = position_limit(modules[0])
     if usable is not None and max_tokens > usable:
@@ -88,6 +96,11 @@ def load_sentence_transformer(path: Path, model_id: str = "") -> LoadedModel:
         ends_with_normalize=ends_with_normalize,
         prompts={k: v for k, v in (st_model.prompts or {}).items()},
         default_prompt_name=st_model.default_prompt_name,
+        architecture=architecture or "",
+        tokenizer_kind=tokenizer_kind,
+        modules=tuple(f"Pooling({'+'.join(pooling_modes(module))})" if kind == "Pooling" else kind
+                      for kind, module in zip(kinds, modules)),
+        loaded_with="sentence-transformers",
         prefix_ids=prefix,
         suffix_ids=suffix,
         pad_id=pad_id,

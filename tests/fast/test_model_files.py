@@ -47,9 +47,14 @@ def model_dir() -> Path:
     return resolve_model(Settings()).path
 
 
+def proofs() -> Path:
+    """The session's cache directory, where the tokenizer proofs are kept (tests/conftest.py)."""
+    return Settings().resolved_cache_dir()
+
+
 @pytest.fixture(scope="module")
 def from_files():
-    return load_model_files(*_bundled())
+    return load_model_files(*_bundled(), proofs())
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +131,7 @@ def test_the_model_directorys_settings_are_read_as_sentence_transformers_reads_t
     copy = model_copy(model_dir, tmp_path / "model", {
         "config_sentence_transformers.json": {"prompts": {"query": "query: ", "passage": "passage: "}},
         "sentence_bert_config.json": {"max_seq_length": 128, "do_lower_case": True}})
-    files, st = load_model_files(copy, copy.name), load_sentence_transformer(copy, copy.name)
+    files, st = load_model_files(copy, copy.name, proofs()), load_sentence_transformer(copy, copy.name)
     assert files.prompts == st.prompts == {"query": "query: ", "document": "", "passage": "passage: "}
     assert files.max_input_tokens == st.max_input_tokens == 128
     texts = sentences(stsb)[:300] + EDGE_CASES
@@ -136,7 +141,7 @@ def test_the_model_directorys_settings_are_read_as_sentence_transformers_reads_t
 
 def test_without_max_seq_length_the_limit_is_the_position_embeddings(model_dir, tmp_path):
     copy = model_copy(model_dir, tmp_path / "model", {"sentence_bert_config.json": {"do_lower_case": False}})
-    files, st = load_model_files(copy, copy.name), load_sentence_transformer(copy, copy.name)
+    files, st = load_model_files(copy, copy.name, proofs()), load_sentence_transformer(copy, copy.name)
     assert files.max_input_tokens == st.max_input_tokens == 512
 
 

@@ -1,29 +1,23 @@
 """Tiny random-weight models of common architectures (tests/support/tiny_models.py): each kind
 builds and runs in sentence-transformers, embedder's torch path (its loader and TorchBackend, in
 process) gives sentence-transformers' own vectors, and the torch-free loader either reproduces the
-tokenizer's ids or falls back to sentence-transformers, as recorded per kind below.
+tokenizer's ids (proven against transformers' tokenizer: tests/fast/test_tokenizer_proof.py) or
+falls back to sentence-transformers, as recorded per kind below.
 
 Fast tier: no servers (tests/integration/test_architectures.py holds real servers to the same)."""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import pytest
 
 import tiny_models as tiny
 from embedder.backends.torch_backend import TorchBackend
-from embedder.model.errors import UnsupportedModel
 from embedder.model.load import load_model
 from embedder.model.st_loader import load_sentence_transformer
 
 TOL = 1e-5
-#: What the onnx backend's loader does with each kind today: "files" (its torch-free tokenizer
-#: from tokenizer.json) or "fallback" (NotReplicated, logged: loaded with sentence-transformers).
-#: A change either way must be noticed here.
-ONNX_LOADER = {"bert-uncased": "files", "bert-cased": "files", "distilbert": "files", "roberta": "fallback",
-               "xlm-roberta": "fallback", "mpnet": "fallback", "modernbert": "fallback", "qwen3": "fallback"}
+
 #: Kinds whose sentence-transformers limit, with max_seq_length unset, is max_position_embeddings
 #: although their positions start after padding_idx: sentence-transformers itself fails on an input
 #: that long; embedder serves position_embeddings - padding_idx - 1 tokens (st_loader.position_limit).
@@ -133,28 +127,6 @@ def test_unset_limit_is_the_usable_positions(tiny_model_cache, kind):
     loaded = load_sentence_transformer(path, kind)
     assert loaded.max_input_tokens == tiny.POSITIONS == loaded.st_model.max_seq_length
     assert np.isfinite(loaded.st_model.encode(tiny.TEXTS[-1:])).all()
-
-
-@pytest.mark.parametrize("kind", tiny.KINDS)
-def test_torch_free_loader_ids_or_fallback(tiny_model_cache, caplog, kind):
-    """The onnx backend's loader: the transformers tokenizer's ids from the files alone, or (for
-    the kinds it does not reproduce) a logged fallback to sentence-transformers."""
-    from transformers import AutoTokenizer
-
-    options = dict(tiny.PARITY_CASES[kind])
-    if options.pop("dense", None):  # the onnx backend runs no Dense layer: refused, not a fallback
-        with pytest.raises(UnsupportedModel, match="Dense"):
-            load_model(tiny_model_cache.get(kind, **tiny.PARITY_CASES[kind]), kind, "onnx")
-    path = tiny_model_cache.get(kind, **options)
-    with caplog.at_level(logging.WARNING, logger="embedder.model"):
-        model = load_model(path, kind, "onnx")
-    fell_back = "loading it with sentence-transformers instead" in caplog.text
-    assert ("fallback" if fell_back else "files") == ONNX_LOADER[kind], caplog.text
-    assert (model.st_model is not None) == fell_back
-    assert model.max_input_tokens == tiny.token_limit(kind)
-    hf = AutoTokenizer.from_pretrained(str(path))
-    want = hf(tiny.TEXTS, truncation=True, max_length=tiny.token_limit(kind))["input_ids"]
-    assert model.token_ids(tiny.TEXTS, True) == want
 
 
 def test_default_prompt_name_is_applied(tiny_model_cache, torch_threads):

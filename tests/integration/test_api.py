@@ -130,6 +130,10 @@ def test_info_reports_workers_and_threads(server):
     assert info["workers"] == 2
     assert info["threads_per_worker"] == worker_layout(workers=2).threads
     assert info["max_batch_size"] > 0 and info["max_batch_tokens"] > 0 and info["version"]
+    # What is served, and how: the torch-free loader read all-MiniLM-L6-v2's own files.
+    assert (info["architecture"], info["tokenizer"], info["modules"], info["pooling"]) == (
+        "BertModel", "WordPiece (BertTokenizer)", ["Transformer", "Pooling(mean)", "Normalize"], ["mean"])
+    assert (info["loaded_with"], info["loader_note"], info["default_prompt_name"]) == ("files", None, None)
 
 
 def test_health(server):

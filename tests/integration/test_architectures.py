@@ -62,6 +62,22 @@ def test_embed_equals_sentence_transformers(served):
             assert np.abs(got - want).max() < TOL, (kind, normalize, prompt_name, np.abs(got - want).max())
 
 
+def test_info_says_what_is_served(served):
+    """/info names the architecture, the tokenizer, the pipeline's modules and the loader."""
+    import json
+
+    kind, path, server = served
+    info = requests.get(server.url + "/info", timeout=10).json()
+    config = json.loads((path / "config.json").read_text())
+    assert info["architecture"] == (config.get("architectures") or [config["model_type"]])[0]
+    assert info["tokenizer"].split(" ")[0] == tiny.TOKENIZER_KIND[kind].split(" ")[0], info["tokenizer"]
+    assert info["loaded_with"] == "sentence-transformers" and info["backend"] == "torch"
+    pooling = tiny.PARITY_CASES[kind].get("pooling", tiny.DEFAULT_POOLING[kind])
+    pooling = "+".join(pooling) if isinstance(pooling, list) else pooling
+    assert info["modules"][:2] == ["Transformer", f"Pooling({pooling})"], info["modules"]
+    assert ("Normalize" in info["modules"]) == info["normalized_by_model"]
+
+
 def test_input_over_the_limit_is_refused_without_truncate(served):
     kind, _, server = served
     r = requests.post(server.url + "/embed", json={"inputs": tiny.TEXTS[-1:], "truncate": False}, timeout=60)
