@@ -5,8 +5,8 @@ made in child processes) and keeps only their paths: it never imports onnxruntim
 there. Each worker, after fork, opens the serving form's graph by path with intra-op threads = its
 share of the cores; ONNX Runtime maps the weights (pre-packed copies included) from its data file,
 so all workers share those pages. Pooling runs in NumPy, by the modes in the model's Pooling
-config (``model/pooling.py``), so the vectors are the model's own (before any final Normalize: the service normalizes
-when the request asks).
+config (``model/pooling.py``), then its Dense layers if any (``model/dense.py``), so the vectors
+are the model's own (before any final Normalize: the service normalizes when the request asks).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.dense import apply
 from ..model.errors import UnsupportedModel
 from ..model.loaded import LoadedModel
-from ..model.pipeline import TORCH_HINT
+from ..model.pipeline import RULE, TORCH_HINT
 from ..model.pooling import implemented, pool
 from .base import pad
 from .onnx_export import onnx_files
@@ -30,10 +31,11 @@ class OnnxBackend:
         """In the master: check the pipeline and get the files (paths only). No session here."""
         self.pad_id = model.pad_id
         self.name = "onnx-int8" if quantize else "onnx"
-        if not model.pooling_modes:  # the loader found no Transformer -> Pooling (-> Normalize) chain
-            raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
+        if not model.pooling_modes:  # the loader found no Transformer -> Pooling -> Dense* (-> Normalize) chain
+            raise UnsupportedModel(f"the onnx backend runs {RULE} models; "
                                    f"{model.model_id} is not one: {TORCH_HINT}")
         self.modes = implemented(model.pooling_modes)
+        self.dense = tuple(model.dense)  # NumPy weights, read in the master: the workers share their pages
         files = onnx_files(model, cache_dir, quantize)
         #: The graph as shipped, exported or quantized; the one workers open; whether that one is a
         #: serving form (optimized already, weights mapped from its data file).
@@ -75,4 +77,4 @@ class OnnxBackend:
         values = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
         # token_type_ids go in only when the graph takes them (an export of a model without them won't).
         hidden = self._session.run([self._output], {name: values[name] for name in self._feeds})[0]
-        return pool(hidden.astype(np.float32, copy=False), mask, self.modes)
+        return apply(self.dense, pool(hidden.astype(np.float32, copy=False), mask, self.modes))

@@ -52,8 +52,9 @@ log = logging.getLogger("embedder.onnx")
 #: This module as ``python -m`` runs it: the cache-filling CLI and the export/quantize/prepare child.
 CLI_MODULE = "embedder.backends.onnx_export"
 #: Bump when the export, quantization or preparation code changes what it writes, so old cache
-#: files are not reused. 2: keys from the model's files; serving forms.
-EXPORT_VERSION = 2
+#: files are not reused. 2: keys from the model's files; serving forms. 3: decoders exported
+#: without their key/value cache; the example's token id within the vocabulary.
+EXPORT_VERSION = 3
 OPSET = 17
 #: Shipped-model locations checked before exporting, relative to the model directory.
 SHIPPED = ("onnx/model.onnx", "model.onnx")
@@ -75,7 +76,8 @@ ISA_FLAGS = re.compile(r"^(sse|ssse|avx|amx|fma|f16c|vnni|bf16|fp16|asimd|sve|sm
 
 def pipeline_parts(model: LoadedModel):
     """The Transformer and Pooling modules, held to the module rule (``model/pipeline.py``): the
-    export covers the transformer and the backend pools in NumPy, so nothing else may run."""
+    export covers the transformer and the backend pools and runs any Dense layers in NumPy, so
+    nothing else may run."""
     modules = list(model.st_model.children())
     chain(module_kinds(modules), model.model_id)
     transformer, pooling = modules[:2]
@@ -214,6 +216,8 @@ def export_onnx(model_path: str | Path, path: Path) -> None:
     model = load_sentence_transformer(Path(model_path))
     transformer, _ = pipeline_parts(model)
     hf = transformer.auto_model
+    if getattr(hf.config, "use_cache", False):  # a decoder (Qwen3...): token vectors, no key/value cache
+        hf.config.use_cache = False
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_type_ids else [])
 
     class TokenVectors(torch.nn.Module):
@@ -225,9 +229,11 @@ def export_onnx(model_path: str | Path, path: Path) -> None:
             return self.hf(**dict(zip(names, inputs)), return_dict=True).last_hidden_state
 
     # A padded example, so tracing keeps the attention-mask path (an all-ones mask may be skipped).
+    vocab = hf.get_input_embeddings().num_embeddings
+    token = next(t for t in (1000, vocab - 1, vocab - 2) if 0 <= t < vocab and t != model.pad_id)
     ids = torch.full((2, 8), model.pad_id, dtype=torch.long)
-    ids[0, :] = 1000
-    ids[1, :5] = 1000
+    ids[0, :] = token
+    ids[1, :5] = token
     mask = (torch.arange(8)[None, :] < torch.tensor([[8], [5]])).long()
     example = (ids, mask, torch.zeros_like(ids))[: len(names)]
     axes = {name: {0: "batch", 1: "tokens"} for name in names + ["last_hidden_state"]}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .dense import read_dense
 from .errors import NotReplicated
 from .loaded import LoadedModel
 from .pipeline import read_json, read_pipeline
@@ -81,6 +82,7 @@ def load_model_files(path: Path, model_id: str, cache_dir: Path | None = None) -
         raise FileNotFoundError(f"model directory {path} does not exist")
     log.info("loading model from %s (its files: tokenizer and settings; the onnx backend maps the weights)", path)
     pipeline = read_pipeline(path, model_id)
+    dense = tuple(read_dense(folder, model_id) for folder in pipeline.dense_dirs)  # NumPy weights, no torch
     model_config = read_json(pipeline.transformer_dir / "config.json", {}) or {}
     setup = load_tokenizer(pipeline.transformer_dir, pipeline.transformer_config, model_config)
     prove(setup, pipeline.transformer_dir, pipeline.transformer_config, cache_dir)
@@ -101,10 +103,11 @@ def load_model_files(path: Path, model_id: str, cache_dir: Path | None = None) -
         pad_id=setup.pad_id,
         uses_token_type_ids=setup.uses_token_type_ids,
         pooling_modes=pipeline.pooling_modes,
+        dense=dense,
         architecture=(model_config.get("architectures") or [model_config.get("model_type", "")])[0],
         tokenizer_kind=f"{type(setup.tokenizer.backend.model).__name__} ({setup.class_name or 'tokenizer.json'})",
         modules=("Transformer", f"Pooling({'+'.join(pipeline.pooling_modes)})")
-        + (("Normalize",) if pipeline.ends_with_normalize else ()),
+        + ("Dense",) * len(dense) + (("Normalize",) if pipeline.ends_with_normalize else ()),
         loaded_with="files",
     )
     log.info("model %s read from its files (no torch): dimension %d, max %d tokens", model_id,

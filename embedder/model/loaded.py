@@ -35,8 +35,11 @@ class LoadedModel:
     #: Whether the transformer takes token_type_ids (BERT does; many others do not).
     uses_token_type_ids: bool = True
     #: The Pooling module's modes, in its concatenation order, when the pipeline is Transformer ->
-    #: Pooling (-> Normalize) (what the onnx backend runs); empty otherwise.
+    #: Pooling -> Dense* (-> Normalize) (what the onnx backend runs); empty otherwise.
     pooling_modes: tuple = ()
+    #: The Dense layers after pooling, in order (``dense.DenseLayer``: NumPy weights), that the onnx
+    #: backend runs; empty when there are none or the pipeline is not the one it runs.
+    dense: tuple = ()
     #: What is served, for /info and the log: the transformer's architecture (config.json's
     #: ``architectures``, else its ``model_type``), the tokenizer's model and class, the pipeline's
     #: modules (``Pooling(mean)``...), and which loader read it ("files": torch-free;

@@ -1,10 +1,11 @@
 """The module rule, stated once: which sentence-transformers pipelines are served as they are.
 
-A model is served torch-free (the onnx backend: the transformer as a graph, pooling in NumPy) when
-its modules are Transformer -> Pooling, optionally -> Normalize, and its transformer's text output
-is its token vectors (``last_hidden_state``). :func:`chain` checks the module kinds, read from
-``modules.json`` (:func:`read_pipeline`) or from a loaded SentenceTransformer's modules
-(:func:`module_kinds`); :func:`check_text_output` the transformer's output.
+A model is served torch-free (the onnx backend: the transformer as a graph, pooling and Dense
+layers in NumPy) when its modules are Transformer -> Pooling, then any number of Dense, optionally
+-> Normalize, and its transformer's text output is its token vectors (``last_hidden_state``).
+:func:`chain` checks the module kinds, read from ``modules.json`` (:func:`read_pipeline`) or from a
+loaded SentenceTransformer's modules (:func:`module_kinds`); :func:`check_text_output` the
+transformer's output.
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.jso
                        "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
                        "sentence_xlnet_config.json")
 #: sentence-transformers' own module classes the rule names.
-OWN_MODULES = ("Transformer", "Pooling", "Normalize")
+OWN_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
 TORCH_HINT = "use EMBEDDER_BACKEND=torch"
+#: The rule in words, for refusals.
+RULE = "Transformer -> Pooling (-> Dense ...) (-> Normalize)"
 
 
 def chain(kinds: list[str], model_id: str) -> bool:
-    """Whether the pipeline ends with Normalize, if it is Transformer -> Pooling (-> Normalize);
-    UnsupportedModel naming its modules otherwise."""
+    """Whether the pipeline ends with Normalize, if it is Transformer -> Pooling -> Dense* (->
+    Normalize) (the Dense modules are ``kinds[2:]`` up to the Normalize); UnsupportedModel naming its
+    modules otherwise."""
     ends_with_normalize = bool(kinds) and kinds[-1] == "Normalize"
     core = kinds[:-1] if ends_with_normalize else kinds
-    if core != ["Transformer", "Pooling"]:
-        raise UnsupportedModel(f"the onnx backend runs Transformer -> Pooling (-> Normalize) models; "
+    if core[:2] != ["Transformer", "Pooling"] or any(kind != "Dense" for kind in core[2:]):
+        raise UnsupportedModel(f"the onnx backend runs {RULE} models; "
                                f"{model_id} has {' -> '.join(kinds) or 'no modules'}: {TORCH_HINT}")
     return ends_with_normalize
 
@@ -50,11 +54,12 @@ def check_text_output(text: dict, model_id: str, task: str = "feature-extraction
 def module_kinds(modules: list) -> list[str]:
     """The rule's names for a loaded SentenceTransformer's modules (imports sentence-transformers)."""
     # sentence-transformers imports torch: only for a model it loaded (never on the torch-free path).
+    from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.base.modules.normalize import Normalize
     from sentence_transformers.base.modules.transformer import Transformer
     from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 
-    own = {Transformer: "Transformer", Pooling: "Pooling", Normalize: "Normalize"}
+    own = {Transformer: "Transformer", Pooling: "Pooling", Dense: "Dense", Normalize: "Normalize"}
     return [next((name for cls, name in own.items() if isinstance(module, cls)), type(module).__name__)
             for module in modules]
 
@@ -68,16 +73,19 @@ def _module_kind(type_ref: str) -> str:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """What modules.json and the modules' configs say about a Transformer -> Pooling (-> Normalize)
-    model."""
+    """What modules.json and the modules' configs say about a Transformer -> Pooling -> Dense* (->
+    Normalize) model."""
 
     transformer_dir: Path
     pooling_modes: tuple[str, ...]
-    #: The Pooling module's output size: token vector size x number of modes.
+    #: The pipeline's output size: the last Dense's out_features, else the Pooling module's (token
+    #: vector size x number of modes).
     dimension: int
     ends_with_normalize: bool
     #: The Transformer module's own config (sentence_bert_config.json or a legacy name).
     transformer_config: dict = field(default_factory=dict)
+    #: The Dense modules' folders, in order (``dense.read_dense`` reads them).
+    dense_dirs: tuple[Path, ...] = ()
 
 
 def read_json(path: Path, default=None):
@@ -118,8 +126,16 @@ def read_pipeline(model_dir: str | Path, model_id: str = "") -> Pipeline:
     width = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
     if width is None:
         raise UnsupportedModel(f"{model_id}'s Pooling config has no embedding_dimension")
-    return Pipeline(transformer_dir=transformer_dir, pooling_modes=modes, dimension=int(width) * len(modes),
-                    ends_with_normalize=ends_with_normalize, transformer_config=config)
+    dimension = int(width) * len(modes)
+    dense_dirs = tuple(_inside(root, m.get("path", "")) for m in modules[2:len(modules) - ends_with_normalize])
+    for folder in dense_dirs:
+        dense_config = read_json(folder / "config.json", {}) or {}
+        if dense_config.get("in_features") != dimension or "out_features" not in dense_config:
+            raise UnsupportedModel(f"{model_id}'s Dense module {folder.name} takes {dense_config.get('in_features')} "
+                                   f"features where {dimension} come in (config.json: {dense_config})")
+        dimension = int(dense_config["out_features"])
+    return Pipeline(transformer_dir=transformer_dir, pooling_modes=modes, dimension=dimension,
+                    ends_with_normalize=ends_with_normalize, transformer_config=config, dense_dirs=dense_dirs)
 
 
 def code_it_runs(model_dir: str | Path, model_id: str = "") -> list[str]:

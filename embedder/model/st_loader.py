@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from .dense import from_module
 from .errors import UnsupportedModel
 from .loaded import LoadedModel
 from .pipeline import chain, module_kinds
@@ -16,14 +17,17 @@ from .tokenizer import TransformersTokenizer, special_tokens
 log = logging.getLogger("embedder.model")
 
 
-def _pooling_modes(modules: list, kinds: list[str], model_id: str) -> tuple:
-    """The Pooling module's modes if the pipeline is Transformer -> Pooling (-> Normalize), the one
-    the onnx backend runs; empty otherwise (the torch backend runs any pipeline)."""
+def _onnx_parts(modules: list, kinds: list[str], model_id: str) -> tuple[tuple, tuple]:
+    """The Pooling module's modes and the Dense layers (in NumPy) if the pipeline is the one the
+    onnx backend runs (``pipeline.chain``); both empty otherwise (the torch backend runs any
+    pipeline), the reason logged."""
     try:
         chain(kinds, model_id)
-    except UnsupportedModel:
-        return ()
-    return pooling_modes(modules[1])
+        dense = tuple(from_module(module, model_id) for kind, module in zip(kinds, modules) if kind == "Dense")
+    except UnsupportedModel as why:
+        log.info("model %s is not one the onnx backend runs: %s", model_id, why)
+        return (), ()
+    return pooling_modes(modules[1]), dense
 
 
 def position_limit(transformer_model) -> int | None:
@@ -105,8 +109,8 @@ def load_sentence_transformer(path: Path, model_id: str = "", trust_remote_code:
         suffix_ids=suffix,
         pad_id=pad_id,
         uses_token_type_ids="token_type_ids" in getattr(tokenizer, "model_input_names", ()),
-        pooling_modes=_pooling_modes(modules, kinds, model_id),
     )
+    loaded.pooling_modes, loaded.dense = _onnx_parts(modules, kinds, loaded.model_id)
     log.info("model %s loaded: dimension %d, max %d tokens", loaded.model_id, loaded.dimension,
              loaded.max_input_tokens)
     return loaded

@@ -148,11 +148,11 @@ def test_without_max_seq_length_the_limit_is_the_position_embeddings(model_dir, 
 # -- refusals -----------------------------------------------------------------------------------------
 def test_a_pipeline_with_other_modules_is_refused(model_dir, tmp_path):
     modules = modules_json(model_dir)
-    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
-    modules = modules[:2] + [dense] + [{**modules[2], "idx": 3, "name": "3"}]
+    other = {"idx": 2, "name": "2", "path": "2_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
+    modules = modules[:2] + [other] + [{**modules[2], "idx": 3, "name": "3"}]
     copy = model_copy(model_dir, tmp_path / "model", {"modules.json": modules})
     with pytest.raises(UnsupportedModel,
-                       match="Transformer -> Pooling -> Dense -> Normalize: use EMBEDDER_BACKEND=torch"):
+                       match="Transformer -> Pooling -> LayerNorm -> Normalize: use EMBEDDER_BACKEND=torch"):
         read_pipeline(copy)
     with pytest.raises(UnsupportedModel, match="EMBEDDER_BACKEND=torch"):
         load_model(copy, copy.name, "onnx")  # refused, not loaded another way
@@ -167,6 +167,32 @@ def test_pipelines_that_are_not_transformer_then_pooling_are_refused(model_dir, 
     modules = [{**module, "idx": index} for index, module in enumerate(modules)]
     copy = model_copy(model_dir, tmp_path / "model", {"modules.json": modules})
     with pytest.raises(UnsupportedModel, match="runs Transformer -> Pooling"):
+        read_pipeline(copy)
+
+
+def test_dense_layers_are_read_from_the_files_as_sentence_transformers_loads_them(model_dir, tmp_path):
+    """Transformer -> Pooling -> Dense -> Normalize: both loaders give the same NumPy layer (weights
+    from model.safetensors without torch), the Dense's output size and the module list."""
+    import numpy as np
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    torch.manual_seed(0)
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    modules = modules_json(model_dir)
+    copy = model_copy(model_dir, tmp_path / "model",
+                      {"modules.json": modules[:2] + [dense] + [{**modules[2], "idx": 3, "name": "3"}]})
+    (copy / "2_Dense").mkdir()
+    Dense(384, 12, activation_function=torch.nn.GELU()).save(str(copy / "2_Dense"))
+    files, st = load_model_files(copy, copy.name, proofs()), load_sentence_transformer(copy, copy.name)
+    assert files.dimension == st.dimension == 12 and files.modules == st.modules
+    assert files.modules == ("Transformer", "Pooling(mean)", "Dense", "Normalize")
+    x = np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32)
+    assert len(files.dense) == len(st.dense) == 1 and np.abs(files.dense[0](x) - st.dense[0](x)).max() < 1e-6
+    with open(copy / "2_Dense" / "config.json") as fh:  # a Dense whose input is not what pooling gives
+        config = json.load(fh)
+    (copy / "2_Dense" / "config.json").write_text(json.dumps({**config, "in_features": 768}))
+    with pytest.raises(UnsupportedModel, match="takes 768 features where 384 come in"):
         read_pipeline(copy)
 
 

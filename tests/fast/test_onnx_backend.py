@@ -35,6 +35,29 @@ def test_pooling_matches_sentence_transformers(mode):
     np.testing.assert_allclose(ours, reference["sentence_embedding"].numpy(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", pooling.POOLING_MODES)
+def test_right_padding_pools_as_sentence_transformers_left_padding(mode):
+    """The onnx backend pads right; sentence-transformers pads a decoder's (Qwen3's) inputs left. The
+    same token vectors pool alike either way: last-token pooling picks each input's last real token."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    rng = np.random.default_rng(3)
+    lengths = [6, 1, 4]
+    tokens = [rng.normal(size=(n, 8)).astype(np.float32) for n in lengths]
+    left = np.full((3, 6, 8), 50.0, dtype=np.float32)
+    right = np.full((3, 6, 8), -50.0, dtype=np.float32)
+    left_mask, right_mask = np.zeros((3, 6), dtype=np.int64), np.zeros((3, 6), dtype=np.int64)
+    for i, vectors in enumerate(tokens):
+        left[i, 6 - len(vectors):], left_mask[i, 6 - len(vectors):] = vectors, 1
+        right[i, :len(vectors)], right_mask[i, :len(vectors)] = vectors, 1
+    reference = Pooling(8, pooling_mode=mode)({"token_embeddings": torch.from_numpy(left),
+                                                "attention_mask": torch.from_numpy(left_mask)})
+    ours = pooling.pool(right, right_mask, (mode,))
+    np.testing.assert_allclose(ours, reference["sentence_embedding"].numpy(), atol=1e-5, rtol=1e-5)
+    if mode == "lasttoken":
+        np.testing.assert_array_equal(ours, np.stack([v[-1] for v in tokens]))
+
+
 # -- the export cache's files, written atomically --------------------------------------------
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
     def fail(tmp):

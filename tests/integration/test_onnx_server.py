@@ -289,12 +289,12 @@ def test_unsupported_pipelines_are_refused(st_loaded, tmp_path):
     """By the exporter (a SentenceTransformer) and by the backend (a model without pooling modes);
     tests/fast/test_model_files.py has the refusals of the files' loader."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Dense
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
     transformer, pooling_module = ox.pipeline_parts(st_loaded)  # not `pooling`: that is the module under test
-    dense = SentenceTransformer(modules=[transformer, pooling_module, Dense(384, 8)], device="cpu")
-    with pytest.raises(UnsupportedModel, match="Transformer -> Pooling -> Dense"):
-        ox.pipeline_parts(dataclasses.replace(st_loaded, st_model=dense, ends_with_normalize=False))
+    dense_last = SentenceTransformer(modules=[transformer, pooling_module, Normalize(), Dense(384, 8)], device="cpu")
+    with pytest.raises(UnsupportedModel, match="Transformer -> Pooling -> Normalize -> Dense"):
+        ox.pipeline_parts(dataclasses.replace(st_loaded, st_model=dense_last, ends_with_normalize=False))
     with pytest.raises(UnsupportedModel, match="EMBEDDER_BACKEND=torch"):
         ob.OnnxBackend(dataclasses.replace(st_loaded, pooling_modes=()), tmp_path)
     assert not (tmp_path / "onnx").exists()  # refused before any file is made
