@@ -130,3 +130,15 @@ def test_readme_links_every_docs_page():
     assert pages, "docs/ has no pages"
     unlinked = [p.name for p in pages if f"](docs/{p.name})" not in text and f"](docs/{p.name}#" not in text]
     assert not unlinked, f"README.md links no page {unlinked}: add each to its Documentation section"
+
+
+def test_the_supported_models_table_is_the_tested_kinds():
+    """Every row of the README's supported-models table is a kind the architecture tests build and
+    serve (tests/integration/test_architectures.py and test_architectures_onnx.py), and every kind
+    they test has its row."""
+    import tiny_models
+
+    text = README.read_text(encoding="utf-8")
+    block = text.split("<!-- supported models:", 1)[1].split("<!-- end of supported models -->", 1)[0]
+    kinds = re.findall(r"^\| `([a-z0-9-]+)` \|", block, flags=re.M)
+    assert kinds == list(tiny_models.KINDS)

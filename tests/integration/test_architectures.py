@@ -51,9 +51,10 @@ def test_embed_equals_sentence_transformers(served):
     info = requests.get(server.url + "/info", timeout=10).json()
     assert info["max_input_tokens"] == tiny.token_limit(kind)
     st, raw = reference(path, kind)
-    prompt = next(name for name, text in st.prompts.items() if text)
+    prompts = [name for name, text in st.prompts.items() if text]  # each of the model's prompts
+    assert prompts
     for normalize in (True, False):
-        for prompt_name in (None, prompt):
+        for prompt_name in (None, *prompts):
             kwargs = {"prompt_name": prompt_name} if prompt_name else {}
             want = st.encode(tiny.TEXTS, normalize_embeddings=True, **kwargs) if normalize \
                 else raw.encode(tiny.TEXTS, **kwargs)

@@ -50,9 +50,10 @@ def test_embed_equals_sentence_transformers(served):
     assert info["max_input_tokens"] == tiny.token_limit(kind)
     assert info["modules"].count("Dense") == (1 if tiny.PARITY_CASES[kind].get("dense") else 0), info["modules"]
     st, raw = reference(path, kind)
-    prompt = next(name for name, text in st.prompts.items() if text)
+    prompts = [name for name, text in st.prompts.items() if text]  # each of the model's prompts
+    assert prompts
     for normalize in (True, False):
-        for prompt_name in (None, prompt):
+        for prompt_name in (None, *prompts):
             kwargs = {"prompt_name": prompt_name} if prompt_name else {}
             want = st.encode(tiny.TEXTS, normalize_embeddings=True, **kwargs) if normalize \
                 else raw.encode(tiny.TEXTS, **kwargs)
