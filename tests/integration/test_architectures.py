@@ -46,12 +46,11 @@ def embed(server, **body) -> np.ndarray:
     return np.array(r.json(), dtype=np.float32)
 
 
-def test_embed_equals_sentence_transformers(served):
-    kind, path, server = served
-    info = requests.get(server.url + "/info", timeout=10).json()
-    assert info["max_input_tokens"] == tiny.token_limit(kind)
+def assert_served_as_sentence_transformers(kind: str, path, server) -> None:
+    """The server's /embed vectors equal sentence-transformers', normalized and raw, with no prompt
+    and with each of the model's prompts, on texts one of which is over the model's limit."""
     st, raw = reference(path, kind)
-    prompts = [name for name, text in st.prompts.items() if text]  # each of the model's prompts
+    prompts = [name for name, text in st.prompts.items() if text]
     assert prompts
     for normalize in (True, False):
         for prompt_name in (None, *prompts):
@@ -61,6 +60,13 @@ def test_embed_equals_sentence_transformers(served):
             got = embed(server, normalize=normalize, truncate=True, **kwargs)
             assert got.shape == want.shape
             assert np.abs(got - want).max() < TOL, (kind, normalize, prompt_name, np.abs(got - want).max())
+
+
+def test_embed_equals_sentence_transformers(served):
+    kind, path, server = served
+    info = requests.get(server.url + "/info", timeout=10).json()
+    assert info["max_input_tokens"] == tiny.token_limit(kind)
+    assert_served_as_sentence_transformers(kind, path, server)
 
 
 def test_info_says_what_is_served(served):

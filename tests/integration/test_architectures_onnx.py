@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from test_architectures import TOL, embed, reference
+from test_architectures import TOL, assert_served_as_sentence_transformers, reference
 
 import tiny_models as tiny
 from bench.harness.servers import Gunicorn
@@ -49,17 +49,7 @@ def test_embed_equals_sentence_transformers(served):
     assert info["backend"] == "onnx" and info["loaded_with"] == "files", info
     assert info["max_input_tokens"] == tiny.token_limit(kind)
     assert info["modules"].count("Dense") == (1 if tiny.PARITY_CASES[kind].get("dense") else 0), info["modules"]
-    st, raw = reference(path, kind)
-    prompts = [name for name, text in st.prompts.items() if text]  # each of the model's prompts
-    assert prompts
-    for normalize in (True, False):
-        for prompt_name in (None, *prompts):
-            kwargs = {"prompt_name": prompt_name} if prompt_name else {}
-            want = st.encode(tiny.TEXTS, normalize_embeddings=True, **kwargs) if normalize \
-                else raw.encode(tiny.TEXTS, **kwargs)
-            got = embed(server, normalize=normalize, truncate=True, **kwargs)
-            assert got.shape == want.shape
-            assert np.abs(got - want).max() < TOL, (kind, normalize, prompt_name, np.abs(got - want).max())
+    assert_served_as_sentence_transformers(kind, path, server)
 
 
 def test_graph_batches_of_one_and_three(served, cache_dir):
