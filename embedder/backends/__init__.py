@@ -1,4 +1,5 @@
-"""Inference backends: each turns a batch of token-id lists into pooled float32 vectors (base.py)."""
+"""Inference backends: each turns a batch of token-id lists into pooled float32 vectors, or a
+reranker's batch of pairs into their logits (base.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from .torch_backend import TorchBackend
 
 
 def create_backend(settings: Settings, model: LoadedModel) -> Backend:
-    """The backend the settings name (validated in config.py), built from the loaded model."""
+    """The backend the settings name (validated in config.py), built from the loaded model, an
+    embedding model or a reranker alike."""
     if settings.backend == "torch":
         return TorchBackend(model)
     return OnnxBackend(model, settings.resolved_cache_dir(), quantize=settings.quantize)

@@ -21,7 +21,8 @@ class Backend(Protocol):
 
     def forward(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """Pooled float32 vectors (inputs x dimension) of token-id lists, special tokens included,
-        before any final Normalize (the service normalizes when asked)."""
+        before any final Normalize (the service normalizes when asked). For a reranker the lists
+        are ``rerank.PairIds`` and the rows its raw logits (pairs x 1), before the activation."""
 
 
 def pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,3 +34,14 @@ def pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.nda
         input_ids[row, : len(ids)] = ids
         mask[row, : len(ids)] = 1
     return input_ids, mask
+
+
+def pad_type_ids(batch: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """Each pair's token type ids (``rerank.PairIds.type_ids``), right-padded with 0 to ``width``;
+    zeros for a row without them (a single text is all segment 0)."""
+    types = np.zeros((len(batch), width), dtype=np.int64)
+    for row, ids in enumerate(batch):
+        found = getattr(ids, "type_ids", None)
+        if found:
+            types[row, : len(found)] = found
+    return types

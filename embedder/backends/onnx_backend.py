@@ -6,7 +6,8 @@ there. Each worker, after fork, opens the serving form's graph by path with intr
 share of the cores; ONNX Runtime maps the weights (pre-packed copies included) from its data file,
 so all workers share those pages. Pooling runs in NumPy, by the modes in the model's Pooling
 config (``model/pooling.py``), then its Dense layers if any (``model/dense.py``), so the vectors
-are the model's own (before any final Normalize: the service normalizes when the request asks).
+are the model's own (before any final Normalize: the service normalizes when the request asks). A
+reranker's graph is its sequence-classification model: pairs in, their logits out, as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..model.errors import UnsupportedModel
 from ..model.loaded import LoadedModel
 from ..model.pipeline import RULE, TORCH_HINT
 from ..model.pooling import implemented, pool
-from .base import pad
+from ..model.rerank import RERANKER
+from .base import pad, pad_type_ids
 from .onnx_export import onnx_files
 
 
@@ -31,10 +33,13 @@ class OnnxBackend:
         """In the master: check the pipeline and get the files (paths only). No session here."""
         self.pad_id = model.pad_id
         self.name = "onnx-int8" if quantize else "onnx"
-        if not model.pooling_modes:  # the loader found no Transformer -> Pooling -> Dense* (-> Normalize) chain
+        #: A reranker: the graph's logits are the answer (no pooling, no Dense layers).
+        self.reranker = model.kind == RERANKER
+        if not model.pooling_modes and not self.reranker:
+            # the loader found no Transformer -> Pooling -> Dense* (-> Normalize) chain
             raise UnsupportedModel(f"the onnx backend runs {RULE} models; "
                                    f"{model.model_id} is not one: {TORCH_HINT}")
-        self.modes = implemented(model.pooling_modes)
+        self.modes = () if self.reranker else implemented(model.pooling_modes)
         self.dense = tuple(model.dense)  # NumPy weights, read in the master: the workers share their pages
         files = onnx_files(model, cache_dir, quantize)
         #: The graph as shipped, exported or quantized; the one workers open; whether that one is a
@@ -63,10 +68,12 @@ class OnnxBackend:
             raise UnsupportedModel(f"{self.serving} has inputs {inputs}; expected input_ids, "
                                    "attention_mask and optionally token_type_ids")
         outputs = session.get_outputs()
-        named = [o.name for o in outputs if o.name in ("last_hidden_state", "token_embeddings")]
-        ranked = [o.name for o in outputs if len(o.shape) == 3]
+        names, shape = ((("logits",), "(batch, labels)") if self.reranker
+                        else (("last_hidden_state", "token_embeddings"), "(batch, tokens, dim)"))
+        named = [o.name for o in outputs if o.name in names]
+        ranked = [o.name for o in outputs if len(o.shape) == shape.count(",") + 1]
         if not (named or ranked):
-            raise UnsupportedModel(f"{self.serving} has no (batch, tokens, dim) output")
+            raise UnsupportedModel(f"{self.serving} has no {shape} output")
         self._feeds, self._output = inputs, (named or ranked)[0]
         self._session = session
 
@@ -74,7 +81,13 @@ class OnnxBackend:
         if self._session is None:
             raise RuntimeError("OnnxBackend.start() must run (in the worker) before forward()")
         input_ids, mask = pad(batch, self.pad_id)
-        values = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-        # token_type_ids go in only when the graph takes them (an export of a model without them won't).
-        hidden = self._session.run([self._output], {name: values[name] for name in self._feeds})[0]
-        return apply(self.dense, pool(hidden.astype(np.float32, copy=False), mask, self.modes))
+        values = {"input_ids": input_ids, "attention_mask": mask}
+        # token_type_ids go in only when the graph takes them (an export of a model without them won't):
+        # a pair's segments, zeros for single texts.
+        if "token_type_ids" in self._feeds:
+            values["token_type_ids"] = pad_type_ids(batch, input_ids.shape[1])
+        out = self._session.run([self._output], {name: values[name] for name in self._feeds})[0]
+        out = out.astype(np.float32, copy=False)
+        if self.reranker:
+            return out.reshape(len(batch), -1)  # logits (pairs x 1)
+        return apply(self.dense, pool(out, mask, self.modes))

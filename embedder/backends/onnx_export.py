@@ -6,7 +6,9 @@ onnxruntime there:
 1. The source graph: ``onnx/model.onnx`` (or ``model.onnx``) in the model directory, else the
    model's transformer exported once into the cache, under a key of the model directory's files
    and the exporter's versions (read from package metadata, so without importing them); optionally
-   quantized to int8.
+   quantized to int8. An embedding model's graph gives token vectors (``last_hidden_state``); a
+   reranker's is its sequence-classification model, giving each pair's ``logits``, under keys of
+   its own.
 2. Its serving form: the source optimized by ONNX Runtime and saved with every weight, the
    pre-packed (kernel-layout) copies included, in one data file next to the graph. Workers open it
    by path; ONNX Runtime maps that file, so forked workers share its pages instead of each keeping
@@ -44,8 +46,9 @@ from ..model.errors import ModelUnavailable
 from ..model.load import load_model
 from ..model.loaded import LoadedModel
 from ..model.pipeline import chain, check_text_output, module_kinds
+from ..model.rerank import EMBEDDING, RERANKER, model_kind
 from ..model.source import resolve_model
-from ..model.st_loader import load_sentence_transformer
+from ..model.st_loader import load_cross_encoder, load_sentence_transformer
 
 log = logging.getLogger("embedder.onnx")
 
@@ -55,6 +58,8 @@ CLI_MODULE = "embedder.backends.onnx_export"
 #: files are not reused. 2: keys from the model's files; serving forms. 3: decoders exported
 #: without their key/value cache; the example's token id within the vocabulary.
 EXPORT_VERSION = 3
+#: The same for a reranker's export (logits out), whose keys are apart from embedding models'.
+RERANKER_EXPORT_VERSION = 1
 OPSET = 17
 #: Shipped-model locations checked before exporting, relative to the model directory.
 SHIPPED = ("onnx/model.onnx", "model.onnx")
@@ -128,10 +133,12 @@ def model_files_key(model_path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export_key(model_path: str | Path) -> str:
-    """Hash of what an exported graph depends on: the model's files, the exporter's versions (read
-    from package metadata: nothing imported) and this module's export code (EXPORT_VERSION)."""
-    parts = (f"export-v{EXPORT_VERSION}", f"opset{OPSET}", _versions(EXPORTERS), model_files_key(model_path))
+def export_key(model_path: str | Path, kind: str = EMBEDDING) -> str:
+    """Hash of what an exported graph depends on: the model's kind and files, the exporter's
+    versions (read from package metadata: nothing imported) and this module's export code
+    (EXPORT_VERSION, or RERANKER_EXPORT_VERSION for a reranker)."""
+    code = f"export-v{EXPORT_VERSION}" if kind == EMBEDDING else f"{kind}-export-v{RERANKER_EXPORT_VERSION}"
+    parts = (code, f"opset{OPSET}", _versions(EXPORTERS), model_files_key(model_path))
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -209,24 +216,29 @@ def _atomic_dir(final: Path, write) -> Path:
 
 # -- writing the files -------------------------------------------------------------------------------
 def export_onnx(model_path: str | Path, path: Path) -> None:
-    """Export the model's Hugging Face transformer (token vectors out) with dynamic batch and length
-    axes; loads it with sentence-transformers (torch), so it runs in a child process or the CLI."""
+    """Export the model's Hugging Face transformer with dynamic batch and length axes: token vectors
+    out (``last_hidden_state``), or a reranker's ``logits`` (pairs x labels). Loads it with
+    sentence-transformers (torch), so it runs in a child process or the CLI."""
     import torch  # runs in a child process or the CLI, never in a server's master (see _run_child)
 
-    model = load_sentence_transformer(Path(model_path))
-    transformer, _ = pipeline_parts(model)
-    hf = transformer.auto_model
+    if model_kind(model_path) == RERANKER:
+        model = load_cross_encoder(Path(model_path))  # held to rerank's rule: one Transformer module
+        hf, output, output_axes = next(model.st_model.children()).auto_model, "logits", {0: "batch"}
+    else:
+        model = load_sentence_transformer(Path(model_path))
+        transformer, _ = pipeline_parts(model)
+        hf, output, output_axes = transformer.auto_model, "last_hidden_state", {0: "batch", 1: "tokens"}
     if getattr(hf.config, "use_cache", False):  # a decoder (Qwen3...): token vectors, no key/value cache
         hf.config.use_cache = False
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_type_ids else [])
 
-    class TokenVectors(torch.nn.Module):
+    class Graph(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.hf = hf
 
         def forward(self, *inputs):
-            return self.hf(**dict(zip(names, inputs)), return_dict=True).last_hidden_state
+            return getattr(self.hf(**dict(zip(names, inputs)), return_dict=True), output)
 
     # A padded example, so tracing keeps the attention-mask path (an all-ones mask may be skipped).
     vocab = hf.get_input_embeddings().num_embeddings
@@ -236,13 +248,13 @@ def export_onnx(model_path: str | Path, path: Path) -> None:
     ids[1, :5] = token
     mask = (torch.arange(8)[None, :] < torch.tensor([[8], [5]])).long()
     example = (ids, mask, torch.zeros_like(ids))[: len(names)]
-    axes = {name: {0: "batch", 1: "tokens"} for name in names + ["last_hidden_state"]}
+    axes = {name: {0: "batch", 1: "tokens"} for name in names} | {output: output_axes}
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter: deprecated in torch 2.9+ but exports in ~2 s against ~12 s and
         # runs ~10% faster here than the torch.export one, with no onnxscript dependency.
         warnings.simplefilter("ignore")
-        torch.onnx.export(TokenVectors().eval(), example, str(path), dynamo=False, input_names=names,
-                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=OPSET)
+        torch.onnx.export(Graph().eval(), example, str(path), dynamo=False, input_names=names,
+                          output_names=[output], dynamic_axes=axes, opset_version=OPSET)
 
 
 def quantize_int8(source: Path, path: Path) -> None:
@@ -316,7 +328,7 @@ def onnx_files(model: LoadedModel, cache_dir: Path, quantize: str = "", in_proce
         log.info("using the ONNX file shipped with the model: %s", shipped)
         source, key = shipped, file_key(shipped)
     else:
-        key = export_key(model.path)
+        key = export_key(model.path, model.kind)
         source = cache / f"{_slug(model.model_id)}-{key[:20]}.onnx"
         if source.is_file():
             log.info("using cached ONNX export %s", source)

@@ -1,4 +1,5 @@
-"""The PyTorch backend: the sentence-transformers modules, run up to (not including) a final Normalize."""
+"""The PyTorch backend: the sentence-transformers modules, run up to (not including) a final Normalize;
+for a reranker, the CrossEncoder's Transformer module, whose output is the pairs' logits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..model.loaded import LoadedModel
-from .base import pad
+from ..model.rerank import RERANKER
+from .base import pad, pad_type_ids
 
 
 class TorchBackend:
@@ -18,6 +20,8 @@ class TorchBackend:
         modules = list(model.st_model.children())
         # normalize=false must return the raw pooled vector, so stop before a trailing Normalize.
         self._modules = modules[:-1] if model.ends_with_normalize else modules
+        #: The feature the last module writes: pooled vectors, or a CrossEncoder's logits.
+        self._output = "scores" if model.kind == RERANKER else "sentence_embedding"
 
     def start(self, threads: int) -> None:
         """Per worker, after fork: size torch's thread pools. Never call this in the master."""
@@ -38,9 +42,9 @@ class TorchBackend:
             "attention_mask": attention_mask,
             "modality": "text",
         }
-        if self.model.uses_token_type_ids:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
+        if self.model.uses_token_type_ids:  # a pair's segments; zeros for single texts
+            features["token_type_ids"] = torch.from_numpy(pad_type_ids(batch, input_ids.shape[1]))
         with torch.inference_mode():
             for module in self._modules:
                 features = module(features)
-        return features["sentence_embedding"].float().numpy()
+        return features[self._output].float().numpy()

@@ -20,6 +20,16 @@ class TooManyTokens(ValueError):
         self.index, self.tokens, self.limit = index, tokens, limit
 
 
+class QueryTooLong(ValueError):
+    """A rerank query that, with the pair's special tokens, leaves no room for one document token:
+    the query is never cut (a cut query would score every document against another question)."""
+
+    def __init__(self, tokens: int, limit: int):
+        super().__init__(f"the query takes {tokens} tokens with the pair's special tokens, leaving no room "
+                         f"for a document within the model's {limit}")
+        self.tokens, self.limit = tokens, limit
+
+
 class ModelUnavailable(Exception):
     """The configured model cannot be found: no such directory, or a hub model (or its revision)
     that is neither in the Hugging Face cache nor downloadable now. The message names the model and

@@ -5,7 +5,8 @@ No torch, transformers or sentence-transformers in the process: the pipeline com
 ``config_sentence_transformers.json`` and the tokenizer from ``tokenizer.json`` (``tokenizer.py``),
 proven once per model to give transformers' ids (``tokenizer_proof.py``, in a child process).
 The result is the LoadedModel that sentence-transformers' path (``st_loader.py``) would give, bar
-``st_model``; the tests hold the two to the same ids and metadata.
+``st_model``; the tests hold the two to the same ids and metadata. A reranker (``rerank.py``) is read
+the same way, its pair template derived from the files' tokenizer and proven with it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .dense import read_dense
 from .errors import NotReplicated
 from .loaded import LoadedModel
 from .pipeline import read_json, read_pipeline
-from .tokenizer import load_tokenizer, special_tokens
+from .rerank import RERANKER, model_kind, pair_template, read_reranker
+from .tokenizer import TokenizerSetup, load_tokenizer, special_tokens
 from .tokenizer_proof import prove
 
 log = logging.getLogger("embedder.model")
@@ -73,14 +75,26 @@ def position_limit(model_config: dict, max_length: int) -> int:
     return min(max_length, usable)
 
 
-def load_model_files(path: Path, model_id: str, cache_dir: Path | None = None) -> LoadedModel:
+def _tokenizer_kind(setup: TokenizerSetup) -> str:
+    return f"{type(setup.tokenizer.backend.model).__name__} ({setup.class_name or 'tokenizer.json'})"
+
+
+def _architecture(model_config: dict) -> str:
+    return (model_config.get("architectures") or [model_config.get("model_type", "")])[0]
+
+
+def load_model_files(path: Path, model_id: str, cache_dir: Path | None = None,
+                     trust_remote_code: bool = False) -> LoadedModel:
     """The model in directory ``path`` as a LoadedModel (``st_model`` None) from its files alone.
     Its tokenizer is served only once proven to give transformers' ids (``tokenizer_proof.py``; the
     verdict recorded under ``cache_dir`` when given, else proven at every load); NotReplicated when
-    it does not."""
+    it does not. ``trust_remote_code`` decides, as for sentence-transformers, whether a reranker's
+    activation may be a class outside torch (it is then refused: ``rerank.activation_of``)."""
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
     log.info("loading model from %s (its files: tokenizer and settings; the onnx backend maps the weights)", path)
+    if model_kind(path) == RERANKER:
+        return _load_reranker_files(path, model_id, cache_dir, trust_remote_code)
     pipeline = read_pipeline(path, model_id)
     dense = tuple(read_dense(folder, model_id) for folder in pipeline.dense_dirs)  # NumPy weights, no torch
     model_config = read_json(pipeline.transformer_dir / "config.json", {}) or {}
@@ -104,12 +118,48 @@ def load_model_files(path: Path, model_id: str, cache_dir: Path | None = None) -
         uses_token_type_ids=setup.uses_token_type_ids,
         pooling_modes=pipeline.pooling_modes,
         dense=dense,
-        architecture=(model_config.get("architectures") or [model_config.get("model_type", "")])[0],
-        tokenizer_kind=f"{type(setup.tokenizer.backend.model).__name__} ({setup.class_name or 'tokenizer.json'})",
+        architecture=_architecture(model_config),
+        tokenizer_kind=_tokenizer_kind(setup),
         modules=("Transformer", f"Pooling({'+'.join(pipeline.pooling_modes)})")
         + ("Dense",) * len(dense) + (("Normalize",) if pipeline.ends_with_normalize else ()),
         loaded_with="files",
     )
     log.info("model %s read from its files (no torch): dimension %d, max %d tokens", model_id,
              loaded.dimension, loaded.max_input_tokens)
+    return loaded
+
+
+def _load_reranker_files(path: Path, model_id: str, cache_dir: Path | None, trust_remote_code: bool) -> LoadedModel:
+    """A reranker from its files: held to ``rerank.read_reranker``, its tokenizer and pair template
+    proven against transformers' (pairs included)."""
+    reranker = read_reranker(path, model_id, trust_remote_code)
+    setup = load_tokenizer(reranker.transformer_dir, reranker.transformer_config, reranker.model_config)
+    template = pair_template(setup.tokenizer)
+    if template is None:
+        raise NotReplicated("its tokenizer.json does not encode a pair as prefix + query + middle + document + suffix")
+    prove(setup, reranker.transformer_dir, reranker.transformer_config, cache_dir, pairs=True)
+    prefix, suffix = special_tokens(setup.tokenizer)
+    loaded = LoadedModel(
+        st_model=None,
+        tokenizer=setup.tokenizer,
+        model_id=model_id,
+        path=str(path),
+        dimension=1,
+        max_input_tokens=position_limit(reranker.model_config, setup.model_max_length),
+        vocab_size=setup.vocab_size,
+        ends_with_normalize=False,
+        prefix_ids=prefix,
+        suffix_ids=suffix,
+        pad_id=setup.pad_id,
+        uses_token_type_ids=setup.uses_token_type_ids,
+        architecture=_architecture(reranker.model_config),
+        tokenizer_kind=_tokenizer_kind(setup),
+        modules=("Transformer",),
+        loaded_with="files",
+        kind=RERANKER,
+        activation=reranker.activation,
+        pair_template=template,
+    )
+    log.info("reranker %s read from its files (no torch): activation %s, max %d tokens a pair", model_id,
+             loaded.activation, loaded.max_input_tokens)
     return loaded

@@ -1,17 +1,23 @@
 """A loaded model: what serving needs to know about it, and its inputs as the token ids it reads
-(special tokens around them, cut at the model's limit as sentence-transformers cuts them)."""
+(special tokens around them, cut at the model's limit as sentence-transformers cuts them): texts
+for an embedding model, (query, document) pairs for a reranker, whose logits it also turns into
+scores."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import TooManyTokens
+import numpy as np
+
+from .errors import QueryTooLong, TooManyTokens
+from .rerank import EMBEDDING, PairIds, PairTemplate, activate
 from .tokenizer import Tokenizer
 
 
 @dataclass
 class LoadedModel:
-    """A sentence-transformers model plus what serving needs to know about it."""
+    """A sentence-transformers model (a SentenceTransformer or, for a reranker, a CrossEncoder) plus
+    what serving needs to know about it."""
 
     #: The sentence-transformers model (its modules run in the torch backend); None when the model
     #: was read from its files (the onnx backend) or is the fast tests' stand-in.
@@ -20,7 +26,9 @@ class LoadedModel:
     tokenizer: Tokenizer
     model_id: str
     path: str
+    #: The width of a forward pass's rows: the vectors' size, or 1 for a reranker (one logit a pair).
     dimension: int
+    #: The most tokens the model reads: of a text, or of a reranker's whole pair.
     max_input_tokens: int
     vocab_size: int
     #: Whether the model's own pipeline ends with a Normalize module (the backend stops before it).
@@ -49,6 +57,12 @@ class LoadedModel:
     modules: tuple = ()
     loaded_with: str = ""
     loader_note: str = ""
+    #: "embedding" (texts in, vectors out) or "reranker" (pairs in, one logit each: ``rerank.py``).
+    kind: str = EMBEDDING
+    #: A reranker's activation, as CrossEncoder.predict applies it (a torch.nn class name: Sigmoid...).
+    activation: str = ""
+    #: A reranker's pair template (``rerank.pair_template``), derived once at load.
+    pair_template: PairTemplate | None = None
 
     def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text with special tokens, truncated to the model's limit."""
@@ -66,3 +80,39 @@ class LoadedModel:
                 ids = ids[:room]
             out.append(self.prefix_ids + list(ids) + self.suffix_ids)
         return out
+
+    def pair_ids(self, query: str, documents: list[str], truncate: bool,
+                 max_tokens_per_doc: int | None = None) -> list[PairIds]:
+        """Each document paired with the query, as the tokenizer encodes the pair (ids and type ids).
+        The query is never cut: one that leaves no room for a document token raises QueryTooLong. A
+        document is cut at its end to ``max_tokens_per_doc`` content tokens when given, then to the
+        room the limit leaves; over that room without ``truncate`` it raises TooManyTokens (its
+        index, the whole pair's tokens). For a short query the cut is transformers' "only_second",
+        which is what CrossEncoder's "longest_first" does while the query is under half the room."""
+        template = self.pair_template
+        if template is None:
+            raise TypeError(f"{self.model_id} is not a reranker")
+        if max_tokens_per_doc is not None and max_tokens_per_doc < 1:
+            raise ValueError(f"max_tokens_per_doc {max_tokens_per_doc}: at least 1")
+        query_ids, *content = self.tokenizer.content_ids([query, *documents])
+        fixed = template.special + len(query_ids)
+        room = self.max_input_tokens - fixed
+        if room < 1:
+            raise QueryTooLong(fixed, self.max_input_tokens)
+        out = []
+        for index, ids in enumerate(content):
+            if max_tokens_per_doc is not None:
+                ids = ids[:max_tokens_per_doc]
+            if len(ids) > room:
+                if not truncate:
+                    raise TooManyTokens(index, fixed + len(ids), self.max_input_tokens)
+                ids = ids[:room]
+            out.append(template.assemble(query_ids, ids, self.uses_token_type_ids))
+        return out
+
+    def activate(self, logits: np.ndarray) -> np.ndarray:
+        """A reranker's scores (n,) float32 from its logits (n, 1) or (n,), as CrossEncoder.predict
+        applies its activation."""
+        if not self.activation:
+            raise TypeError(f"{self.model_id} is not a reranker")
+        return activate(self.activation, logits)

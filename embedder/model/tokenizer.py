@@ -66,6 +66,10 @@ class Tokenizer(Protocol):
     def wrapped_ids(self, text: str) -> list[int]:
         """Token ids of one text with the special tokens the tokenizer adds."""
 
+    def pair_encoding(self, first: str, second: str) -> tuple[list[int], list[int]]:
+        """Token ids and token type ids of a pair of texts with the special tokens the tokenizer
+        adds, untruncated (what a cross-encoder reads; ``rerank.pair_template`` derives its template)."""
+
     def tokens(self, text: str, add_special_tokens: bool) -> list[tuple[int, str, bool, int, int]]:
         """``(id, token, special, start, stop)`` of each token of one text, untruncated; start and
         stop are character offsets into ``text``."""
@@ -86,6 +90,12 @@ class TransformersTokenizer:
 
     def wrapped_ids(self, text: str) -> list[int]:
         return self.hf(text, add_special_tokens=True)["input_ids"]
+
+    def pair_encoding(self, first: str, second: str) -> tuple[list[int], list[int]]:
+        # a batch of one, as CrossEncoder encodes pairs (alone, an empty second text is no pair)
+        out = self.hf([first], [second], add_special_tokens=True, truncation=False, return_token_type_ids=True,
+                      return_attention_mask=False, verbose=False)
+        return out["input_ids"][0], out["token_type_ids"][0]
 
     def tokens(self, text: str, add_special_tokens: bool) -> list[tuple[int, str, bool, int, int]]:
         out = self.hf(text, add_special_tokens=add_special_tokens, truncation=False, verbose=False,
@@ -119,6 +129,11 @@ class FileTokenizer:
     def wrapped_ids(self, text: str) -> list[int]:
         """Token ids of one text with the special tokens the tokenizer adds."""
         return self.backend.encode(text, add_special_tokens=True).ids
+
+    def pair_encoding(self, first: str, second: str) -> tuple[list[int], list[int]]:
+        """Ids and type ids of a pair with the post-processor's special tokens, untruncated."""
+        e = self.backend.encode(first, second, add_special_tokens=True)
+        return e.ids, e.type_ids
 
     def tokens(self, text: str, add_special_tokens: bool) -> list[tuple[int, str, bool, int, int]]:
         """``(id, token, special, start, stop)`` of each token, character offsets into ``text``."""

@@ -10,6 +10,10 @@ Kinds (:data:`KINDS`): BERT uncased and cased (WordPiece), DistilBERT (WordPiece
 (byte-level BPE), XLM-RoBERTa (Unigram, SentencePiece-style), MPNet (WordPiece), ModernBERT
 (byte-level BPE in a PreTrainedTokenizerFast, as its hub models) and Qwen3 (byte-level BPE, EOS
 appended and left padding as Qwen3-Embedding, last-token pooling).
+
+``build_reranker(kind, directory, **options)`` writes a cross-encoder (a sequence-classification
+model of the same tiny configs, :data:`RERANKER_KINDS`) with ``CrossEncoder.save``, or as the plain
+transformers directory older hub cross-encoders are; ``Cache.get_reranker`` builds each once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ TOKENIZER_KIND = {"bert-uncased": "WordPiece", "bert-cased": "WordPiece", "disti
 #: Each kind's pooling unless told otherwise (Qwen3-Embedding pools the last token).
 DEFAULT_POOLING = {kind: "mean" for kind in KINDS} | {"qwen3": "lasttoken"}
 VOCAB = 800
+#: Rerankers: BERT uncased (as cross-encoder/ms-marco-MiniLM-L6-v2), XLM-RoBERTa (as
+#: BAAI/bge-reranker-base), RoBERTa and ModernBERT.
+RERANKER_KINDS = ("bert-uncased", "xlm-roberta", "roberta", "modernbert")
+#: Rerankers' initializer_range: at transformers' 0.02 a tiny model's logits are ~1e-5 from 0 (every
+#: Sigmoid score 0.5000, so parity at 1e-5 would prove nothing); at 0.3 they spread over about +-2.
+RERANKER_INIT_RANGE = 0.3
 HIDDEN = 32
 POSITIONS = 128
 QWEN_EOS = "<|endoftext|>"
@@ -182,6 +192,51 @@ def build(kind: str, directory: str | Path, *, pooling: str | tuple | None = Non
     return directory
 
 
+def build_reranker(kind: str, directory: str | Path, *, activation: str | None = None, num_labels: int = 1,
+                   style: str = "st", seed: int = 0, max_length: int | None = None) -> Path:
+    """A cross-encoder of ``kind`` (:data:`RERANKER_KINDS`, or any of :data:`KINDS` with a
+    sequence-classification head) with seeded random weights, saved in ``directory`` (created):
+    ``style`` "st" by ``CrossEncoder.save`` (modules.json, config_sentence_transformers.json), "hf" as
+    a plain transformers directory. ``activation`` (a torch.nn class name, e.g. "Identity") is saved
+    as the activation CrossEncoder.predict applies (config.json's ``sentence_transformers`` for "hf");
+    None leaves sentence-transformers' default (Sigmoid for one label). ``max_length`` is the
+    tokenizer's model_max_length (unset: the model's positions, as sentence-transformers caps it)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.util import fullname
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    if style not in ("st", "hf"):
+        raise ValueError(f"unknown style {style!r}; 'st' or 'hf'")
+    hf_logging.disable_progress_bar()
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(kind)
+    if max_length is not None:
+        tokenizer.model_max_length = max_length
+    config = _config(kind, tokenizer)
+    config.num_labels = num_labels
+    config.initializer_range = RERANKER_INIT_RANGE
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    model.eval()
+    activation_fn = getattr(torch.nn, activation)() if activation else None
+    if style == "hf":
+        if activation_fn is not None:
+            model.config.sentence_transformers = {"activation_fn": fullname(activation_fn)}
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return directory
+    with tempfile.TemporaryDirectory(prefix=f"tiny-reranker-{kind}-") as raw:
+        model.save_pretrained(raw)
+        tokenizer.save_pretrained(raw)
+        cross_encoder = CrossEncoder(raw, device="cpu", activation_fn=activation_fn)
+        directory.mkdir(parents=True, exist_ok=True)
+        cross_encoder.save(str(directory))
+    return directory
+
+
 def options_key(kind: str, options: dict) -> str:
     return kind + "-" + json.dumps(options, sort_keys=True)
 
@@ -199,6 +254,15 @@ class Cache:
             target = self.root / f"{kind}-{len(self.built)}"
             shutil.rmtree(target, ignore_errors=True)
             self.built[key] = build(kind, target, **options)
+        return self.built[key]
+
+    def get_reranker(self, kind: str, **options) -> Path:
+        """``build_reranker(kind, ..., **options)``, built once per session."""
+        key = "reranker:" + options_key(kind, options)
+        if key not in self.built:
+            target = self.root / f"reranker-{kind}-{len(self.built)}"
+            shutil.rmtree(target, ignore_errors=True)
+            self.built[key] = build_reranker(kind, target, **options)
         return self.built[key]
 
 
