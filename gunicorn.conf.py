@@ -47,7 +47,7 @@ keyfile = _settings.tls_key or None
 logger_class = "embedder.edge.access_log.RedactingLogger"
 
 
-def _service(worker):
+def _models(worker):
     return worker.wsgi.extensions["embedder"]
 
 
@@ -65,7 +65,7 @@ def post_worker_init(worker):
         worker.alive = False
 
     multiprocess.ensure_dir()  # deleted while the server ran? a new worker's metric files need it
-    _service(worker).start_worker(workers=worker.cfg.workers, on_failure=exit_worker)
+    _models(worker).start_worker(workers=worker.cfg.workers, on_failure=exit_worker)
     multiprocess.start_keeper()
 
 

@@ -113,6 +113,15 @@ def one_of(*choices: str) -> Callable[[object], str | None]:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve: the name requests give (empty: its id) and where it is (``EMBEDDER_MODEL``'s
+    forms: a hub id, a directory, or empty for the bundled model)."""
+
+    name: str
+    ref: str
+
+
+@dataclass(frozen=True)
 class Spec:
     """One setting as declared: what the README table, the parser and the checks read."""
 
@@ -167,6 +176,13 @@ class Settings:
                              "id, found in (or downloaded into) the Hugging Face cache (see "
                              "[models](docs/models.md))",
                          shown="empty = bundled all-MiniLM-L6-v2")
+    models: str = setting("", "several models in one server, comma-separated, each `[name=]model` (a hub id or a "
+                              "directory, as `EMBEDDER_MODEL`; `name=` with nothing after it is the bundled "
+                              "model): embedding models and rerankers (cross-encoders), the kind read from each "
+                              "model's files; `name` is what requests give as `model` (default: the hub id or "
+                              "directory name); TEI's routes serve the first of each kind (see "
+                              "[Several models](#several-models-and-rerankers))",
+                          shown="empty = `EMBEDDER_MODEL` alone")
     revision: str = setting("", "the hub model's branch, tag or commit (text-embeddings-inference's "
                                 "`--revision`); only with a hub id", shown="empty = `main`")
     model_id: str = setting("", "name reported by `/info` and in OpenAI's `model` field",
@@ -195,6 +211,8 @@ class Settings:
     stall_timeout: float = setting(60.0, "seconds one forward pass may run before the worker is declared "
                                          "hung and replaced", check=at_least(0, exclusive=True))
     max_inputs: int = setting(256, "most inputs per request (422 beyond)", check=at_least(1))
+    max_documents: int = setting(1000, "most documents per rerank request (422 beyond); each is one "
+                                       "input for the queue limits", check=at_least(1))
     max_input_chars: int = setting(20000, "most characters per input, or token ids per token-id input, "
                                           "checked before truncation (422 beyond)", check=at_least(1))
     openai_token_ids: bool = setting(False, "take token-id input on `/v1/embeddings` as ids of the served "
@@ -229,6 +247,11 @@ class Settings:
                 raise ValueError(f"{spec.env}={value!r}: {problem}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY go together: set both for HTTPS, or neither")
+        if self.models:
+            if self.model or self.model_id or self.revision:
+                raise ValueError(f"{PREFIX}MODELS lists the models (with their names); {PREFIX}MODEL, "
+                                 f"{PREFIX}MODEL_ID and {PREFIX}REVISION are for one model alone: unset them")
+            self.model_specs()  # refuses a malformed list now
         if self.quantize and self.backend != "onnx":
             raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r} needs {PREFIX}BACKEND=onnx")
 
@@ -261,6 +284,28 @@ class Settings:
         """Workers and threads per worker; ``workers`` is the count really running (Gunicorn's
         ``-w`` or ``GUNICORN_CMD_ARGS`` may override the setting)."""
         return worker_layout(workers or self.workers, self.threads)
+
+    def model_specs(self) -> list[ModelSpec]:
+        """The models to serve, in order: EMBEDDER_MODELS' entries, else EMBEDDER_MODEL alone."""
+        if not self.models:
+            return [ModelSpec(self.model_id, self.model)]
+        specs, names = [], set()
+        for entry in self.models.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            name, equals, ref = entry.partition("=")
+            name, ref = (name.strip(), ref.strip()) if equals else ("", entry)
+            if equals and not name:
+                raise ValueError(f"{PREFIX}MODELS: {entry!r} has an empty name before '='")
+            if name and (name in names or any(c.isspace() for c in name)):
+                raise ValueError(f"{PREFIX}MODELS: the name {name!r} is " +
+                                 ("given twice" if name in names else "not one word"))
+            names.add(name)
+            specs.append(ModelSpec(name, ref))
+        if not specs:
+            raise ValueError(f"{PREFIX}MODELS={self.models!r} lists no model")
+        return specs
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "embedder"

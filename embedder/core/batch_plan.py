@@ -47,14 +47,14 @@ class CostModel:
 
 
 
-def probe(forward: Callable[[list[list[int]]], object], prefix: Sequence[int], token: int,
-          suffix: Sequence[int], repeats: int = 3) -> list[tuple[int, int, float]]:
-    """Time ``forward`` on :data:`PROBE_SHAPES`, best of ``repeats``: (n, length, ms) samples.
+def probe(forward: Callable[[list[list[int]]], object], row: Callable[[int], list[int]],
+          repeats: int = 3) -> list[tuple[int, int, float]]:
+    """Time ``forward`` on :data:`PROBE_SHAPES`, best of ``repeats``: (n, length, ms) samples;
+    ``row(length)`` is one input of about that many tokens, as the model's inputs are made.
     Runs in a worker, after fork and warm-up, before it serves."""
     samples = []
     for n, length in PROBE_SHAPES:
-        content = max(1, length - len(prefix) - len(suffix))
-        batch = [[*prefix, *([token] * content), *suffix]] * n
+        batch = [row(length)] * n
         best = float("inf")
         for _ in range(repeats):
             began = time.perf_counter()

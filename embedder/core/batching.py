@@ -1,7 +1,8 @@
-"""Micro-batching inside one worker: request threads queue token ids, one thread runs the model.
+"""Micro-batching inside one worker: request threads queue token ids in their model's queue (a
+:class:`Batcher`), and the worker's one scheduling thread (``scheduler.py``) runs the passes.
 
-Whenever the model is free the batching thread plans the next forward pass from what is queued,
-across requests: it takes queued inputs round-robin by request (each request's next input in
+When a model's turn comes its queue plans the next forward pass from what is queued, across
+requests: it takes queued inputs round-robin by request (each request's next input in
 turn), splits them by length into the passes that cost least by the backend's measured cost model
 (``batch_plan.py``) and runs the one holding the input of the request whose turn it is; requests
 served by that pass go to the back of the line. So a request of 256 inputs cannot hold the model
@@ -25,6 +26,7 @@ from metrics import definitions as m
 
 from .batch_plan import OnlineCost, split
 from .errors import ClientGone, Overloaded, TimedOut, Unavailable
+from .scheduler import Scheduler
 
 log = logging.getLogger("embedder.batching")
 
@@ -62,10 +64,11 @@ class _Signal:
 class _Job:
     """One request's inputs and, once computed, its vectors."""
 
-    __slots__ = ("vectors", "remaining", "done", "error", "enqueued", "queue_seconds",
+    __slots__ = ("batcher", "vectors", "remaining", "done", "error", "enqueued", "queue_seconds",
                  "inference_seconds", "pending", "mean_tokens")
 
-    def __init__(self, count: int, dimension: int):
+    def __init__(self, batcher: Batcher, count: int, dimension: int):
+        self.batcher = batcher
         self.vectors = np.empty((count, dimension), dtype=np.float32)
         self.remaining = count
         self.done = _Signal()
@@ -95,9 +98,14 @@ class Result:
 
 
 class Batcher:
+    """One model's queue in a worker: admission, the line of its requests, and its pass plans.
+    Its passes run on the worker's :class:`~.scheduler.Scheduler` (its own one if none is given:
+    one model alone)."""
+
     def __init__(self, forward: Callable[[list[list[int]]], np.ndarray], *, dimension: int,
                  max_batch_size: int, max_batch_tokens: int, max_queued_inputs: int,
-                 max_queued_tokens: int, cost: OnlineCost | None = None):
+                 max_queued_tokens: int, cost: OnlineCost | None = None, scheduler: Scheduler | None = None,
+                 model: str = ""):
         self._forward = forward
         #: How the backend's pass time grows with inputs and length; the worker measures it.
         self.cost = cost or OnlineCost()
@@ -106,85 +114,91 @@ class Batcher:
         self.dimension = dimension
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.max_queued_inputs = max_queued_inputs
-        self.max_queued_tokens = max_queued_tokens
+        self.scheduler = scheduler or Scheduler(max_queued_inputs, max_queued_tokens)
+        self.scheduler.register(self)
+        self._cond = self.scheduler.cond
         #: Requests with inputs queued, in turn order: the line each plan serves from its front.
         self._jobs: deque[_Job] = deque()
         self._queued_inputs = 0
         #: Tokens of the queued inputs (what admission counts and estimates run time from).
         self._queued_tokens = 0
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        #: perf_counter() when the current forward pass began, None while idle.
-        self.busy_since: float | None = None
-        #: Jobs of the batch being run now (so a hung pass can be failed from outside).
-        self._running: list[_Item] = []
-        #: Set once the batcher is given up on; every later submit fails at once.
-        self.broken: str | None = None
+        #: Whether this queue is in the scheduler's line of models (kept by the scheduler).
+        self.in_line = False
+        self._metrics = _Metrics(model)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (the worker's scheduler) ------------------------------------------------------
     def start(self) -> None:
-        """Start the batching thread (in the worker, after fork)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._thread = threading.Thread(target=self._run, name="embedder-batcher", daemon=True)
-        self._thread.start()
+        """Start the worker's scheduling thread (in the worker, after fork)."""
+        self.scheduler.start()
 
     def running(self) -> bool:
-        return self.broken is None and self._thread is not None and self._thread.is_alive()
+        return self.scheduler.running()
 
-    def fail_all(self, reason: str) -> None:
-        """Give up: fail every waiting request now rather than let it hang (watchdog)."""
-        with self._cond:
-            self.broken = reason
-            error = Unavailable(f"worker not serving: {reason}")
-            for job in [*(item.job for item in self._running), *self._jobs]:
-                job.pending = []
-                if job.remaining > 0:
-                    job.error, job.remaining = error, 0
-                    job.done.set()
-            m.QUEUED_INPUTS.dec(self._queued_inputs)
-            self._jobs.clear()
-            self._queued_inputs = self._queued_tokens = 0
+    @property
+    def broken(self) -> str | None:
+        return self.scheduler.broken
+
+    @property
+    def busy_since(self) -> float | None:
+        return self.scheduler.busy_since
 
     def stalled_for(self) -> float:
-        """Seconds the current forward pass has been running (0 when idle)."""
-        since = self.busy_since
-        return 0.0 if since is None else time.perf_counter() - since
+        return self.scheduler.stalled_for()
+
+    def fail_all(self, reason: str) -> None:
+        """Give up: fail every waiting request (of every model of the worker) now (watchdog)."""
+        self.scheduler.fail_all(reason)
+
+    def fail_queued(self, reason: str, running: list) -> None:
+        """The scheduler gives up: fail this queue's waiting requests and its rows in ``running``
+        (called with the lock held)."""
+        error = Unavailable(f"worker not serving: {reason}")
+        for job in [*(item.job for item in running if item.job.batcher is self), *self._jobs]:
+            job.pending = []
+            if job.remaining > 0:
+                job.error, job.remaining = error, 0
+                job.done.set()
+        self._metrics.queued.dec(self._queued_inputs)
+        self._jobs.clear()
+        self._queued_inputs = self._queued_tokens = 0
 
     @property
     def queued(self) -> int:
         """Inputs waiting for a forward pass."""
         return self._queued_inputs
 
+    def has_work(self) -> bool:
+        return bool(self._jobs)
+
     # -- request side ----------------------------------------------------------------------
     def submit(self, token_ids: list[list[int]], timeout: float,
                gone: Callable[[], bool] | None = None) -> Result:
         """Queue one request's inputs and wait for their raw vectors, in order.
 
-        Refused (Overloaded) when the queue is full (inputs or tokens), or when the work queued
-        ahead plus this request's would not finish within ``timeout`` by the cost model; a lone
-        request is always admitted. While it waits, ``gone()`` (the client closed its
-        connection?) is asked every :data:`GONE_CHECK` seconds; if so its queued inputs are
-        dropped before they reach the model (ClientGone)."""
-        if self.broken is not None:
-            raise Unavailable(f"worker not serving: {self.broken}")
-        if not self.running():
+        Refused (Overloaded) when the worker's queue is full (inputs or tokens, over all its
+        models), or when the work queued ahead plus this request's would not finish within
+        ``timeout`` by the cost models; a lone request is always admitted. While it waits,
+        ``gone()`` (the client closed its connection?) is asked every :data:`GONE_CHECK` seconds;
+        if so its queued inputs are dropped before they reach the model (ClientGone)."""
+        scheduler = self.scheduler
+        if scheduler.broken is not None:
+            raise Unavailable(f"worker not serving: {scheduler.broken}")
+        if not scheduler.running():
             raise Unavailable("worker not ready: the batching thread is not running")
-        job = _Job(len(token_ids), self.dimension)
+        job = _Job(self, len(token_ids), self.dimension)
         if not token_ids:  # nothing to queue (an empty job would never leave the line)
             return Result(job.vectors, 0.0, 0.0)
         items = [_Item(job, row, ids) for row, ids in enumerate(token_ids)]
         tokens = sum(len(ids) for ids in token_ids)
         with self._cond:
-            if self.broken is not None:
-                raise Unavailable(f"worker not serving: {self.broken}")
-            if self._jobs:
-                if self._queued_inputs + len(items) > self.max_queued_inputs:
-                    raise Overloaded(f"server busy: {self._queued_inputs} inputs already queued in this "
+            if scheduler.broken is not None:
+                raise Unavailable(f"worker not serving: {scheduler.broken}")
+            if scheduler.queued_inputs:
+                if scheduler.queued_inputs + len(items) > scheduler.max_queued_inputs:
+                    raise Overloaded(f"server busy: {scheduler.queued_inputs} inputs already queued in this "
                                      "worker; retry shortly")
-                if self._queued_tokens + tokens > self.max_queued_tokens:
-                    raise Overloaded(f"server busy: {self._queued_tokens} tokens already queued in this "
+                if scheduler.queued_tokens + tokens > scheduler.max_queued_tokens:
+                    raise Overloaded(f"server busy: {scheduler.queued_tokens} tokens already queued in this "
                                      f"worker, {tokens} more with this request; retry shortly")
                 ahead = self._seconds_until_done(len(items), tokens)
                 if ahead > timeout:
@@ -192,10 +206,8 @@ class Batcher:
                                      f"with this request, more than its {timeout:g} s deadline; retry later")
             job.pending, job.mean_tokens = items, tokens / len(items)
             self._jobs.append(job)
-            self._queued_inputs += len(items)
-            self._queued_tokens += tokens
-            m.QUEUED_INPUTS.inc(len(items))
-            self._cond.notify()
+            self._count(len(items), tokens)
+            scheduler.wake(self)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -217,6 +229,14 @@ class Batcher:
             raise job.error
         return Result(job.vectors, job.queue_seconds, job.inference_seconds)
 
+    def _count(self, inputs: int, tokens: int) -> None:
+        """Inputs and tokens joining (positive) or leaving (negative) the queue (lock held)."""
+        self._queued_inputs += inputs
+        self._queued_tokens += tokens
+        self.scheduler.queued_inputs += inputs
+        self.scheduler.queued_tokens += tokens
+        self._metrics.queued.inc(inputs)
+
     def estimated_seconds(self, inputs: int, tokens: int) -> float:
         """What the cost model says this many queued inputs and tokens take to run, in seconds."""
         cost = self.cost.model
@@ -224,32 +244,41 @@ class Batcher:
         mean = tokens / max(inputs, 1)
         return (passes * cost.fixed + tokens * (cost.per_token + cost.per_token_length * mean)) / 1000
 
+    def queued_seconds(self) -> float:
+        """What the inputs queued now take to run, by the cost model (lock held)."""
+        return self.estimated_seconds(self._queued_inputs, self._queued_tokens)
+
+    def pass_seconds(self) -> float:
+        """The longest one planned pass of several inputs may take, in seconds."""
+        return MAX_PASS_MS / 1000
+
     def _seconds_until_done(self, inputs: int, tokens: int) -> float:
-        """By the cost model, when a request of ``inputs`` inputs queued now would be done. Turns
+        """By the cost models, when a request of ``inputs`` inputs queued now would be done. Turns
         are by request, so it waits for at most ``inputs`` inputs of each request in line (a
         single sentence for one of each, not for all the work queued), each of its request's
-        mean length. Called with the lock held."""
+        mean length; and each of its passes for at most one pass of each other model with work.
+        Called with the lock held."""
         ahead_inputs, ahead_tokens = inputs, tokens
         for job in self._jobs:
             count = min(len(job.pending), inputs)
             ahead_inputs += count
             ahead_tokens += count * job.mean_tokens
-        return self.estimated_seconds(ahead_inputs, ahead_tokens)
+        own = self.estimated_seconds(ahead_inputs, ahead_tokens)
+        passes = -(-ahead_inputs // self.max_batch_size)
+        return own + self.scheduler.others_seconds(self, passes)
 
     def _drop(self, job: _Job, reason: str) -> None:
         """Remove a timed-out or abandoned job's queued inputs (called with the lock held)."""
         dropped = len(job.pending)
         if dropped:
             self._jobs.remove(job)
-            self._queued_inputs -= dropped
-            self._queued_tokens -= sum(len(item.ids) for item in job.pending)
+            self._count(-dropped, -sum(len(item.ids) for item in job.pending))
             job.pending = []
-            m.QUEUED_INPUTS.dec(dropped)
-            m.DROPPED_INPUTS.labels(reason).inc(dropped)
+            self._metrics.dropped[reason].inc(dropped)
         job.remaining = -1  # rows still in a running batch are ignored
 
     # -- batching thread -------------------------------------------------------------------------
-    def _plan(self) -> list[_Item]:
+    def plan(self) -> list[_Item]:
         """The next forward pass (called with the lock held).
 
         Fills a window of ``plan_window`` queued inputs round-robin over the line of requests
@@ -297,31 +326,23 @@ class Batcher:
                 jobs.popleft()
         jobs.extendleft(reversed([job for job in front if job not in served]))  # keep their place
         jobs.extend(back)
-        self._queued_inputs -= len(taken)
-        self._queued_tokens -= sum(len(item.ids) for item in taken)
-        m.QUEUED_INPUTS.dec(len(taken))
-        m.PLAN_PASSES.observe(len(ends))
+        self._count(-len(taken), -sum(len(item.ids) for item in taken))
+        self._metrics.plan_passes.observe(len(ends))
         return taken
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs:
-                    self._cond.wait()
-                items = self._plan()
-                self._running = items
-            started = time.perf_counter()
-            for item in items:
-                if item.job.remaining > 0:
-                    item.job.queue_seconds = max(item.job.queue_seconds, started - item.job.enqueued)
-                    m.QUEUE_SECONDS.observe(started - item.job.enqueued)
-            self._run_chunk(items)
-            with self._cond:
-                self._running = []
+    def run(self, items: list[_Item], scheduler: Scheduler) -> None:
+        """Run one planned pass (on the scheduler's thread) and hand each request its rows."""
+        started = time.perf_counter()
+        metrics = self._metrics
+        for item in items:
+            if item.job.remaining > 0:
+                item.job.queue_seconds = max(item.job.queue_seconds, started - item.job.enqueued)
+                metrics.queue_seconds.observe(started - item.job.enqueued)
+        self._run_chunk(items, scheduler)
 
-    def _run_chunk(self, chunk: list[_Item]) -> None:
+    def _run_chunk(self, chunk: list[_Item], scheduler: Scheduler) -> None:
         batch = [item.ids for item in chunk]
-        self.busy_since = began = time.perf_counter()
+        scheduler.busy_since = began = time.perf_counter()
         try:
             vectors = self._forward(batch)
             error = None
@@ -329,16 +350,17 @@ class Batcher:
             log.exception("forward pass failed for a batch of %d", len(batch))
             vectors, error = None, exc
         finally:
-            self.busy_since = None
+            scheduler.busy_since = None
         took = time.perf_counter() - began
         longest = max(len(ids) for ids in batch)
         padded = longest * len(batch)
         if error is None:
             self.cost.observe(len(batch), longest, took)
-        m.BATCH_SIZE.observe(len(batch))
-        m.BATCH_TOKENS.observe(padded)
-        m.BATCH_PADDING.observe(1 - sum(len(ids) for ids in batch) / padded)
-        m.FORWARD_SECONDS.observe(took)
+        metrics = self._metrics
+        metrics.batch_size.observe(len(batch))
+        metrics.batch_tokens.observe(padded)
+        metrics.batch_padding.observe(1 - sum(len(ids) for ids in batch) / padded)
+        metrics.forward_seconds.observe(took)
         with self._cond:
             for job in {item.job for item in chunk}:
                 job.inference_seconds += took
@@ -354,3 +376,17 @@ class Batcher:
                 job.remaining -= 1
                 if job.remaining == 0:
                     job.done.set()
+
+
+class _Metrics:
+    """The batching metrics' series of one model, bound once (labels cost a lookup per use)."""
+
+    def __init__(self, model: str):
+        self.queued = m.QUEUED_INPUTS.labels(model)
+        self.dropped = {reason: m.DROPPED_INPUTS.labels(reason, model) for reason in m.DROP_REASONS}
+        self.plan_passes = m.PLAN_PASSES.labels(model)
+        self.queue_seconds = m.QUEUE_SECONDS.labels(model)
+        self.batch_size = m.BATCH_SIZE.labels(model)
+        self.batch_tokens = m.BATCH_TOKENS.labels(model)
+        self.batch_padding = m.BATCH_PADDING.labels(model)
+        self.forward_seconds = m.FORWARD_SECONDS.labels(model)

@@ -50,3 +50,14 @@ class Unavailable(EmbedderError):
 class ClientGone(EmbedderError):
     """The client closed its connection while its request waited: its inputs were dropped before
     they reached the model (nobody would read the answer)."""
+
+
+class QueryTooLong(InvalidInput):
+    """A rerank query leaves no room for a document within the model's token limit (the query is
+    never cut: a cut query would rank documents for another question)."""
+
+    def __init__(self, tokens: int, limit: int):
+        super().__init__(f"'query' has {tokens} tokens, leaving no room for a document within the "
+                         f"model's limit of {limit} tokens per query-document pair; send a shorter query",
+                         param="query")
+        self.tokens, self.limit = tokens, limit

@@ -1,17 +1,17 @@
-"""One worker's embedding service: the core's entry point. It takes domain requests
-(:class:`EmbedRequest`), tokenizes, queues for the batcher, post-processes the vectors, and raises
-only the core's errors (``errors.py``); it knows nothing of HTTP or of any API's shapes (the HTTP
-layer, ``embedder/http/``, turns requests into these and results into its answers).
+"""One served model in a worker: the core's entry points. An :class:`EmbeddingService` takes domain
+requests (:class:`EmbedRequest`), tokenizes, queues for its model's batcher, post-processes the
+vectors, and raises only the core's errors (``errors.py``); rerankers have theirs in ``rerank.py``.
+It knows nothing of HTTP or of any API's shapes (the HTTP layer, ``embedder/http/``, turns requests
+into these and results into its answers).
 
-Built in the Gunicorn master with the loaded model; :meth:`EmbeddingService.start_worker` runs in
-each worker after fork (threads, batching thread, warm-up), never in the master.
+Built in the Gunicorn master with the loaded model; :meth:`ModelService.prepare_worker` runs in
+each worker after fork (threads, warm-up, the pass cost probe), never in the master, called by
+``models.py``'s :class:`~.models.ServedModels`, which starts the worker's one scheduling thread.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +24,7 @@ from ..model.errors import TooManyTokens
 from .batch_plan import OnlineCost, probe
 from .batching import Batcher
 from .errors import InputTooLong
+from .scheduler import Scheduler
 
 log = logging.getLogger("embedder.service")
 
@@ -48,7 +49,7 @@ class EmbedRequest:
 
 @dataclass(frozen=True)
 class Limits:
-    """What a request may ask of this service: validation checks requests against it."""
+    """What a request may ask of this model: validation checks requests against it."""
 
     max_inputs: int
     max_input_chars: int
@@ -56,6 +57,8 @@ class Limits:
     vocab_size: int
     max_input_tokens: int
     prompts: dict = field(default_factory=dict)
+    #: Documents per rerank request (rerankers).
+    max_documents: int = 0
 
 
 @dataclass
@@ -67,84 +70,82 @@ class Embeddings:
     inference_seconds: float
 
 
-class EmbeddingService:
-    def __init__(self, settings: Settings, model, backend):
+class ModelService:
+    """What every served model shares: its backend, its queue on the worker's scheduler, its
+    worker start and its metrics' series."""
+
+    #: "embedding" or "reranker": which routes serve it.
+    kind = "embedding"
+
+    def __init__(self, settings: Settings, model, backend, scheduler: Scheduler | None = None,
+                 name: str | None = None):
         self.settings = settings
         self.model = model
         self.backend = backend
-        self.model_id: str = model.model_id
+        #: The name requests give (``model``), /info and the metrics' ``model`` label use.
+        self.model_id: str = name or model.model_id
         self.limits = Limits(max_inputs=settings.max_inputs, max_input_chars=settings.max_input_chars,
                              dimension=model.dimension, vocab_size=model.vocab_size,
-                             max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts))
+                             max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts),
+                             max_documents=settings.max_documents)
         #: When this server loaded its model (in the master, so every worker says the same).
         self.created = int(time.time())
         self.batcher = Batcher(backend.forward, dimension=model.dimension,
                                max_batch_size=settings.max_batch_size,
                                max_batch_tokens=settings.max_batch_tokens,
                                max_queued_inputs=settings.max_queued_inputs,
-                               max_queued_tokens=settings.max_queued_tokens)
-        self.ready = False
-        self.started_pid: int | None = None
+                               max_queued_tokens=settings.max_queued_tokens,
+                               scheduler=scheduler, model=self.model_id)
+        self._inputs = m.INPUTS.labels(self.model_id)
+        self._tokens = m.INPUT_TOKENS.labels(self.model_id)
+
+    def warmup_batch(self) -> list:
+        """One input as this model reads it (what warm-up runs)."""
+        raise NotImplementedError
+
+    def probe_row(self, length: int) -> list:
+        """One input of about ``length`` tokens (what the cost probe runs)."""
+        raise NotImplementedError
+
+    def prepare_worker(self, threads: int) -> float:
+        """In a worker after fork: size the backend's threads, warm up, and measure how its pass time
+        grows with inputs and length (the batcher splits queued inputs by length with it). Returns
+        the milliseconds it took."""
+        began = time.perf_counter()
+        self.backend.start(threads)
+        warmup = self.warmup_batch()
+        for _ in range(2):  # straight to the backend: warm-up is not traffic, so not in the metrics
+            self.backend.forward(warmup)
+        self.batcher.cost = OnlineCost(probe(self.backend.forward, self.probe_row))
+        m.MODEL_INFO.labels(self.model_id, self.kind, self.backend.name, str(self.model.dimension)).set(1)
+        for reason in m.DROP_REASONS:  # zero series, so rate() and alerts see them from the start
+            m.DROPPED_INPUTS.labels(reason, self.model_id)
+        return (time.perf_counter() - began) * 1000
+
+    def _counted(self, ids: list) -> int:
+        tokens = sum(len(row) for row in ids)
+        self._inputs.inc(len(ids))
+        self._tokens.inc(tokens)
+        return tokens
+
+
+class EmbeddingService(ModelService):
+    """An embedding model: vectors, tokens, decoding and similarity."""
+
+    def __init__(self, settings: Settings, model, backend, scheduler: Scheduler | None = None,
+                 name: str | None = None):
+        super().__init__(settings, model, backend, scheduler, name)
         #: Token ids of GET /'s sentence, tokenized once.
         self.warmup_ids = model.token_ids([WARMUP_TEXT], truncate=True)
-        self.layout = settings.layout()
 
-    def start_worker(self, workers: int | None = None, on_failure=None) -> None:
-        """In a worker after fork: size threads, warm up, start batching, then report ready.
+    def warmup_batch(self) -> list:
+        return self.warmup_ids
 
-        ``workers`` is the count Gunicorn really runs. ``on_failure`` is called once if the
-        batching thread dies or hangs (Gunicorn passes a callback that makes the worker exit, so
-        the master replaces it).
-        """
-        if self.started_pid == os.getpid():
-            return
-        self.layout = self.settings.layout(workers)
-        began = time.perf_counter()
-        self.backend.start(self.layout.threads)
-        for _ in range(2):  # straight to the backend: warm-up is not traffic, so not in the metrics
-            self.backend.forward(self.warmup_ids)
-        # How this backend's pass time grows with inputs and length, here, with these threads:
-        # the batcher splits queued inputs by length with it.
+    def probe_row(self, length: int) -> list:
         model = self.model
-        self.batcher.cost = OnlineCost(probe(self.backend.forward, model.prefix_ids,
-                                             self.warmup_ids[0][len(model.prefix_ids)], model.suffix_ids))
-        self.batcher.start()
-        self.started_pid = os.getpid()
-        self.ready = True
-        threading.Thread(target=self._watch, args=(on_failure,), name="embedder-watchdog",
-                         daemon=True).start()
-        m.WORKERS.set(1)
-        m.MODEL_INFO.labels(self.model_id, self.backend.name, str(self.model.dimension)).set(1)
-        for reason in m.FAILURE_REASONS:  # zero series, so rate() and alerts see them from the start
-            m.FAILURES.labels(reason)
-        for reason in m.DROP_REASONS:
-            m.DROPPED_INPUTS.labels(reason)
-        log.info("worker %d ready: %d threads, warm-up %.0f ms, pass cost (ms) %s", os.getpid(),
-                 self.layout.threads, (time.perf_counter() - began) * 1000, self.batcher.cost.model.as_dict())
-
-    def healthy(self) -> bool:
-        return (self.ready and self.batcher.running()
-                and self.batcher.stalled_for() < self.settings.stall_timeout)
-
-    def _watch(self, on_failure) -> None:
-        """Turn a dead or hung batching thread into failed requests and a worker restart."""
-        while True:
-            time.sleep(min(1.0, self.settings.stall_timeout / 4))
-            if self.healthy():
-                continue
-            if self.batcher.broken is not None:
-                reason = f"batcher given up: {self.batcher.broken}"
-            elif not self.batcher.running():
-                reason = "batching thread died"
-            else:
-                reason = f"forward pass running for over {self.settings.stall_timeout:g} s"
-            log.error("worker %d unhealthy: %s; failing its requests and exiting", os.getpid(), reason)
-            self.ready = False
-            m.WORKERS.set(0)
-            self.batcher.fail_all(reason)
-            if on_failure is not None:
-                on_failure()
-            return
+        token = self.warmup_ids[0][len(model.prefix_ids)]
+        content = max(1, length - len(model.prefix_ids) - len(model.suffix_ids))
+        return [*model.prefix_ids, *([token] * content), *model.suffix_ids]
 
     def tokens(self, texts: list[str], add_special_tokens: bool,
                prompt_name: str | None) -> list[tuple[str, list[tuple[int, str, bool, int, int]]]]:
@@ -193,8 +194,6 @@ class EmbeddingService:
         if request.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
-        tokens = sum(len(row) for row in ids)
-        m.INPUTS.inc(len(ids))
-        m.INPUT_TOKENS.inc(tokens)
+        tokens = self._counted(ids)
         return Embeddings(np.ascontiguousarray(vectors, dtype=np.float32), tokens,
                           tokenized - began, result.queue_seconds, result.inference_seconds)

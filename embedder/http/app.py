@@ -17,15 +17,19 @@ from metrics import definitions as m
 
 from ..backends import create_backend
 from ..config import Settings
+from ..core.models import DuplicateName, ServedModels
+from ..core.rerank import RerankService
+from ..core.scheduler import Scheduler
 from ..core.service import EmbeddingService
 from ..model.errors import ModelUnavailable, UnsupportedModel
 from ..model.load import load_model
-from ..model.source import resolve_model
+from ..model.source import resolve_models
 from . import docs_page
 from .error_table import Unauthorized, kind_of
+from .rerank_routes import rerank_api
 from .responses import error_response
 from .routes import api
-from .schemas import Schemas
+from .routing import Routing
 
 log = logging.getLogger("embedder.app")
 
@@ -33,31 +37,41 @@ log = logging.getLogger("embedder.app")
 DRAIN_LIMIT = 64 * 1024 * 1024
 
 
-def build_service(settings: Settings):
-    """The configured model, found (the one place a server resolves it: a hub id, a directory or the
-    bundled model) and loaded, in the master, behind its backend and the core's service. A model
-    that cannot be found or served as sentence-transformers serves it stops the server (SystemExit)
-    with the message that says why."""
+def build_models(settings: Settings) -> ServedModels:
+    """The configured models, found (the one place a server resolves them: hub ids, directories or
+    the bundled model) and loaded, in the master, each behind its backend and the core's service,
+    all on one scheduler per worker. A model that cannot be found or served as
+    sentence-transformers serves it stops the server (SystemExit) with the message that says why."""
     try:
-        source = resolve_model(settings)
-        model = load_model(source.path, source.model_id, settings.backend, settings.resolved_cache_dir(),
-                           settings.trust_remote_code)
-        return EmbeddingService(settings, model, create_backend(settings, model))
-    except (ModelUnavailable, UnsupportedModel) as why:  # what to do about it is in the message
+        scheduler = Scheduler(settings.max_queued_inputs, settings.max_queued_tokens)
+        services = []
+        for source in resolve_models(settings):
+            model = load_model(source.path, source.model_id, settings.backend, settings.resolved_cache_dir(),
+                               settings.trust_remote_code)
+            service = RerankService if model.kind == "reranker" else EmbeddingService
+            services.append(service(settings, model, create_backend(settings, model), scheduler, source.model_id))
+        return ServedModels(settings, services)
+    except (ModelUnavailable, UnsupportedModel, DuplicateName) as why:  # what to do about it is in the message
         raise SystemExit(f"embedder cannot start: {why}") from None
 
 
 def create_app(settings: Settings | None = None, service=None) -> Flask:
+    """The app for ``settings`` (default: the environment's), serving ``service`` (a
+    :class:`ServedModels`, or one model's service) or the configured models, loaded now."""
     settings = settings or Settings.from_env()
-    service = service or build_service(settings)
+    if service is None:
+        models = build_models(settings)
+    else:
+        models = service if isinstance(service, ServedModels) else ServedModels.of(service)
 
     app = Flask("embedder")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["embedder"] = service
-    # The request and response models bound to this service's limits (validation, answers, OpenAPI).
-    app.extensions["embedder.schemas"] = Schemas.bind(service.limits, service.model_id, settings.openai_token_ids)
+    app.extensions["embedder"] = models
+    # Which model a request names, and each model's request and response models bound to its limits.
+    app.extensions["embedder.routing"] = Routing(models, settings.openai_token_ids)
 
     app.register_blueprint(api)
+    app.register_blueprint(rerank_api)
     app.register_blueprint(docs_page.docs)  # Swagger UI at /docs
     _register_errors(app)
     _register_metrics(app)
@@ -105,7 +119,7 @@ def _register_errors(app: Flask) -> None:
         if kind.status == 500:
             log.exception("unhandled error on %s %s", request.method, request.path)
         if kind.reason is not None:
-            m.FAILURES.labels(kind.reason).inc()
+            m.FAILURES.labels(kind.reason, g.get("model", "")).inc()
         headers = {}
         if isinstance(error, RequestEntityTooLarge):
             _drain_body()
@@ -120,17 +134,18 @@ def _register_metrics(app: Flask) -> None:
     def start_timer():
         g.started = time.perf_counter()
         m.IN_FLIGHT.inc()
-        service = app.extensions["embedder"]
-        if not service.ready:  # outside Gunicorn's hooks (e.g. Flask's test client)
-            service.start_worker()
+        models = app.extensions["embedder"]
+        if not models.ready:  # outside Gunicorn's hooks (e.g. Flask's test client)
+            models.start_worker()
 
     @app.after_request
     def count(response: Response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        m.REQUESTS.labels(route, str(response.status_code)).inc()
+        model = g.get("model", "")  # set by the route once it knows which served model answers
+        m.REQUESTS.labels(route, str(response.status_code), model).inc()
         started = g.get("started")
         if started is not None:
-            m.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            m.REQUEST_SECONDS.labels(route, model).observe(time.perf_counter() - started)
         return response
 
     @app.teardown_request

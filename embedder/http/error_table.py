@@ -109,14 +109,15 @@ def message_of(error: BaseException) -> str:
     if kind_of(error).status == 500:
         return "internal server error"
     if isinstance(error, InputTooLong):  # only TEI's routes let a request refuse truncation
-        return (f"'inputs[{error.index}]' has {error.tokens} tokens, more than the model's {error.limit}; "
-                "send truncate=true to cut it")
+        return (f"'{param_of(error)}[{error.index}]' has {error.tokens} tokens, more than the model's "
+                f"{error.limit}; send truncate=true to cut it")
     return getattr(error, "message", None) or str(error)
 
 
 def param_of(error: BaseException) -> str | None:
     """The request field at fault, if known (OpenAI's ``error.param``)."""
-    return "inputs" if isinstance(error, InputTooLong) else getattr(error, "param", None)
+    param = getattr(error, "param", None)
+    return (param or "inputs") if isinstance(error, InputTooLong) else param
 
 
 def by_status() -> dict[int, list[ErrorKind]]:
@@ -135,3 +136,8 @@ def openai_body(error: BaseException) -> dict:
     kind = kind_of(error)
     return {"error": {"message": message_of(error), "type": kind.openai_type,
                       "param": param_of(error), "code": kind.code}}
+
+
+def cohere_body(error: BaseException) -> dict:
+    """Cohere's error shape (its SDK raises the exception of the status, with this as ``body``)."""
+    return {"message": message_of(error)}

@@ -19,7 +19,7 @@ from .. import __version__
 from . import error_table as http_errors
 
 JSON = "application/json"
-NATIVE, OPENAI = "native", "openai"
+NATIVE, OPENAI, COHERE = "native", "openai", "cohere"
 
 #: Per status, its rows of the error table (http_errors.ERRORS): codes, OpenAI types, docs, headers.
 ERRORS_BY_STATUS = http_errors.by_status()
@@ -51,6 +51,11 @@ def _openai_error(status: int) -> dict:
             "properties": {"error": inner}}
 
 
+def _cohere_error(status: int) -> dict:
+    return {"type": "object", "required": ["message"], "additionalProperties": False,
+            "properties": {"message": {"type": "string", "minLength": 1}}}
+
+
 def _header(description: str, pattern: str | None = None) -> dict:
     schema = {"type": "string"} if pattern is None else {"type": "string", "pattern": pattern}
     return {"description": description, "required": True, "schema": schema}
@@ -73,7 +78,7 @@ _TIMING_HEADERS = {
 
 
 def _error_response(status: int, shape: str) -> dict:
-    schema = _native_error(status) if shape == NATIVE else _openai_error(status)
+    schema = {NATIVE: _native_error, OPENAI: _openai_error, COHERE: _cohere_error}[shape](status)
     kinds = ERRORS_BY_STATUS[status]
     response = {"description": " ".join(kind.doc for kind in kinds), "content": {JSON: {"schema": schema}}}
     names = [name for kind in kinds for name in kind.headers] + (["Allow"] if status == 405 else [])
@@ -84,12 +89,15 @@ def _error_response(status: int, shape: str) -> dict:
 
 #: The groups /docs shows, in its order, and each operation's group (by path; ``GET /`` is the
 #: original benchmark's route, an operations check, while ``POST /`` is TEI's base route).
-TEI, OPENAI_TAG, OPERATIONS = "text-embeddings-inference", "OpenAI", "operations"
+TEI, OPENAI_TAG, RERANK, OPERATIONS = "text-embeddings-inference", "OpenAI", "rerank", "operations"
 TAGS = [
     {"name": TEI, "description": "text-embeddings-inference's routes and shapes (huggingface_hub, "
                                  "LangChain's and LlamaIndex's TEI clients)."},
     {"name": OPENAI_TAG, "description": "OpenAI's embeddings and models API (openai, litellm, LangChain, "
                                         "LlamaIndex)."},
+    {"name": RERANK, "description": "Rerankers (cross-encoders): text-embeddings-inference's `/rerank`, "
+                                    "Jina's, vLLM's and Cohere's v1 `/v1/rerank`, Cohere's v2 `/v2/rerank`; "
+                                    "`model` names the reranker (null: the first)."},
     {"name": OPERATIONS, "description": "Health, the settings in force, metrics, this document, and the "
                                         "original benchmark's `GET /`."},
 ]
@@ -98,6 +106,8 @@ TAGS = [
 def tag_of(path: str, method: str) -> str:
     if path in ("/health", "/info", "/metrics", "/openapi.json") or (path == "/" and method == "get"):
         return OPERATIONS
+    if path.endswith("/rerank"):
+        return RERANK
     if path.startswith(("/v1/", "/models")) or path == "/embeddings":
         return OPENAI_TAG
     return TEI
@@ -137,7 +147,7 @@ def build(settings, schemas, model_id: str) -> dict:
     metrics_keyed = keyed and settings.metrics_require_key
     embedding_errors = [400, 413, 415, 422, 429, 500, 503]
     responses = {f"{shape}{status}": _error_response(status, shape)
-                 for shape in (NATIVE, OPENAI) for status in ERRORS_BY_STATUS}
+                 for shape in (NATIVE, OPENAI, COHERE) for status in ERRORS_BY_STATUS}
 
     def op(summary, ok, errors, *, shape=NATIVE, secured=keyed, body=None):
         operation = {"summary": summary, "security": bearer if secured else [],
@@ -154,12 +164,13 @@ def build(settings, schemas, model_id: str) -> dict:
                   _json_ok("The vectors.", {"$ref": "#/components/schemas/EmbedResponse"}, _TIMING_HEADERS),
                   embedding_errors, body="EmbedRequest")
     parse_errors = [400, 413, 415, 422, 500]
-    models_op = op("The served model (OpenAI's model list)",
-                   _json_ok("One model.", {"$ref": "#/components/schemas/ModelList"}), [500], shape=OPENAI)
+    models_op = op("The served models, with their kind (OpenAI's model list)",
+                   _json_ok("Every model.", {"$ref": "#/components/schemas/ModelList"}), [500], shape=OPENAI)
+    rerank_errors = embedding_errors + [404]
     model_op = op("The served model by name (OpenAI's model object)",
                   _json_ok("The model.", {"$ref": "#/components/schemas/Model"}), [404, 500], shape=OPENAI)
     model_op["parameters"] = [{"name": "model", "in": "path", "required": True,
-                               "description": "The served model's id or the id's last part; another is 404.",
+                               "description": "A served model's name or the name's last part; another is 404.",
                                "schema": {"type": "string", "enum": sorted(schemas.model_names)}}]
     paths = {
         "/": {"get": op('Encode "this is a test", as the original Flask benchmark did',
@@ -181,6 +192,20 @@ def build(settings, schemas, model_id: str) -> dict:
         "/decode": {"post": op("The text of token ids (text-embeddings-inference's shape)",
                                _json_ok("The texts.", {"$ref": "#/components/schemas/DecodeResponse"}),
                                parse_errors, body="DecodeRequest")},
+        "/rerank": {"post": op("Score texts against a query (text-embeddings-inference's shape); a body "
+                               "with `documents` instead of `texts` is answered as /v1/rerank",
+                               _json_ok("One item per text, best first; or /v1/rerank's answer.", {"oneOf": [
+                                   {"$ref": "#/components/schemas/TEIRerankResponse"},
+                                   {"$ref": "#/components/schemas/RerankResponse"}]}, _TIMING_HEADERS),
+                               rerank_errors, body=["TEIRerankRequest", "RerankRequest"])},
+        "/v1/rerank": {"post": op("Score documents against a query (Jina's, vLLM's and Cohere's v1 shape)",
+                                  _json_ok("The results, best first.",
+                                           {"$ref": "#/components/schemas/RerankResponse"}, _TIMING_HEADERS),
+                                  rerank_errors, shape=OPENAI, body="RerankRequest")},
+        "/v2/rerank": {"post": op("Score documents against a query (Cohere's v2 shape)",
+                                  _json_ok("The results, best first.",
+                                           {"$ref": "#/components/schemas/CohereRerankResponse"}, _TIMING_HEADERS),
+                                  rerank_errors, shape=COHERE, body="CohereRerankRequest")},
         "/v1/embeddings": {"post": openai_op},
         "/embeddings": {"post": {**openai_op, "summary": "Same as /v1/embeddings"}},
         "/v1/models": {"get": models_op},
@@ -208,11 +233,13 @@ def build(settings, schemas, model_id: str) -> dict:
             "title": "embedder",
             "version": __version__,
             "description": (
-                f"Sentence embeddings from {model_id} ({dim} dimensions). Errors are JSON: "
-                '`{"error": str, "error_type": str}` on native routes and OpenAI\'s '
+                f"Sentence embeddings from {model_id} ({dim} dimensions; the limits shown are this "
+                "model's: the first embedding model's when the server serves several, see `/info`), and "
+                "reranking. Errors are JSON: "
+                '`{"error": str, "error_type": str}` on native routes, OpenAI\'s '
                 '`{"error": {"message", "type", "param", "code"}}` on OpenAI\'s routes '
                 "(/v1/..., /embeddings, /models), also for unknown routes (404, `not_found`) and methods "
-                "(405, `method_not_allowed`, with `Allow`)."
+                "(405, `method_not_allowed`, with `Allow`), and Cohere's `{\"message\": str}` under /v2/."
                 + (" Every route but /health, /openapi.json"
                    + ("" if metrics_keyed else " and /metrics")
                    + " needs `Authorization: Bearer <EMBEDDER_API_KEY>`." if keyed else "")

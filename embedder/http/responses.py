@@ -7,13 +7,18 @@ import orjson
 from flask import Response, request
 from pydantic import BaseModel, RootModel
 
-from .error_table import kind_of, native_body, openai_body
+from .error_table import cohere_body, kind_of, native_body, openai_body
 
 
 def is_openai_path(path: str) -> bool:
     """Whether errors on ``path`` take OpenAI's shape: OpenAI's routes, and anything under ``/v1/``
     (an unknown route there is an OpenAI client's mistake, so its 404 is OpenAI's too)."""
     return path.startswith(("/v1/", "/models/")) or path in ("/embeddings", "/models")
+
+
+def is_cohere_path(path: str) -> bool:
+    """Whether errors on ``path`` take Cohere's shape: its v2 API (``/v2/rerank``)."""
+    return path.startswith("/v2/")
 
 
 def _plain(value):
@@ -36,5 +41,7 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 def error_response(error: BaseException, headers: dict | None = None) -> Response:
     """The error as the route's API shapes it, with the table's status and fixed headers."""
     kind = kind_of(error)
-    body = openai_body(error) if is_openai_path(request.path) else native_body(error)
+    path = request.path
+    body = (openai_body(error) if is_openai_path(path) else cohere_body(error) if is_cohere_path(path)
+            else native_body(error))
     return json_response(body, kind.status, {**kind.headers, **(headers or {})})

@@ -89,6 +89,13 @@ def _kind(value) -> str | None:
     return None
 
 
+def _document_kind(value) -> str | None:
+    """A document: a string, or an object with its text."""
+    if isinstance(value, str):
+        return "one"
+    return "object" if isinstance(value, dict) else None
+
+
 def _ids_kind(value) -> str | None:
     """Token ids, or a list of lists of them."""
     if not isinstance(value, list):
@@ -129,10 +136,13 @@ Vector = TypeVar("Vector")                  # one vector (at most dimension numb
 Rows = TypeVar("Rows")                      # a response's list, one item per input
 Params = TypeVar("Params")                  # a nested model bound to the same limits
 Item = TypeVar("Item")
+Documents = TypeVar("Documents")            # a rerank request's documents (EMBEDDER_MAX_DOCUMENTS)
+TopN = TypeVar("TopN")                      # how many of the best documents to return
+RerankerName = TypeVar("RerankerName")      # a rerank request's model field (its description names the rerankers)
 
 
 # -- requests ------------------------------------------------------------------------------------
-class EmbedRequest(_Body, Generic[Inputs, Truncate, Dimensions, PromptName]):
+class EmbedRequest(_Body, Generic[Inputs, Truncate, Dimensions, PromptName, ModelName]):
     """text-embeddings-inference's request (``POST /embed``, ``POST /``)."""
     model_config = _example({"inputs": ["What is Deep Learning?", "Deep Learning is a kind of "
                                         "machine learning."]})
@@ -143,6 +153,7 @@ class EmbedRequest(_Body, Generic[Inputs, Truncate, Dimensions, PromptName]):
     prompt_name: PromptName = Field(default=None)
     truncation_direction: Direction = _must_be(DIRECTION_PHRASE, default=None, description=(
         "Long inputs are cut at their end; `left` is refused."))
+    model: ModelName = _must_be("a string", default=None)
 
 
 class OpenAIEmbeddingRequest(_Body, Generic[OpenAIInputs, ModelName, Dimensions]):
@@ -159,19 +170,21 @@ class OpenAIEmbeddingRequest(_Body, Generic[OpenAIInputs, ModelName, Dimensions]
     user: Any | None = Field(default=None, description="Accepted and ignored.")
 
 
-class TokenizeRequest(_Body, Generic[Inputs, PromptName]):
+class TokenizeRequest(_Body, Generic[Inputs, PromptName, ModelName]):
     """text-embeddings-inference's ``POST /tokenize``."""
     model_config = _example({"inputs": "What is Deep Learning?"})
     inputs: Inputs = _must_be("a string or a list of strings")
     add_special_tokens: StrictBool | None = _must_be(FLAG, default=True)
     prompt_name: PromptName = Field(default=None)
+    model: ModelName = _must_be("a string", default=None)
 
 
-class DecodeRequest(_Body, Generic[DecodeIds]):
+class DecodeRequest(_Body, Generic[DecodeIds, ModelName]):
     """text-embeddings-inference's ``POST /decode``."""
     model_config = _example({"ids": [[101, 2054, 2003, 2784, 4083, 1029, 102]]})
     ids: DecodeIds = _must_be(DECODE_PHRASE)
     skip_special_tokens: StrictBool | None = _must_be(FLAG, default=True)
+    model: ModelName = _must_be("a string", default=None)
 
 
 class SimilarityInput(_Body, Generic[Text, Sentences]):
@@ -185,13 +198,70 @@ class SimilarityParameters(_Body, Generic[PromptName]):
     prompt_name: PromptName = Field(default=None)
 
 
-class SimilarityRequest(_Body, Generic[Item, Params]):
+class SimilarityRequest(_Body, Generic[Item, Params, ModelName]):
     """The sentence-similarity task's request (text-embeddings-inference,
     huggingface_hub's ``sentence_similarity``)."""
     model_config = _example({"inputs": {"source_sentence": "What is Deep Learning?", "sentences": [
         "Deep Learning is a kind of machine learning.", "The cat sat on the mat."]}})
     inputs: Item = _must_be("an object with 'source_sentence' and 'sentences'")
     parameters: Params | None = _must_be("an object", default=None)
+    model: ModelName = _must_be("a string", default=None)
+
+
+RAW_SCORES = "The model's logits, without the activation sentence-transformers applies (e.g. its sigmoid)."
+TOP_N = "Return only the best N (all when null or more than there are)."
+RERANK_EXAMPLE = {"query": "What is Deep Learning?", "documents": [
+    "Deep Learning is a kind of machine learning.", "The cat sat on the mat."]}
+
+
+class TEIRerankRequest(_Body, Generic[Text, Documents, RerankerName]):
+    """text-embeddings-inference's ``POST /rerank``: each text scored against the query, answered
+    best first."""
+    model_config = _example({"query": RERANK_EXAMPLE["query"], "texts": RERANK_EXAMPLE["documents"]})
+    query: Text = _must_be("a string")
+    texts: Documents = _must_be("a list of strings")
+    truncate: StrictBool | None = _must_be(FLAG, default=True, description=(
+        "Cut a text that does not fit beside the query within the model's token limit (the query is "
+        "never cut); false refuses it with 422."))
+    truncation_direction: Direction = _must_be(DIRECTION_PHRASE, default=None, description=(
+        "Texts are cut at their end; `left` is refused."))
+    raw_scores: StrictBool | None = _must_be(FLAG, default=False, description=RAW_SCORES)
+    return_text: StrictBool | None = _must_be(FLAG, default=False, description="Include each text.")
+    model: RerankerName = _must_be("a string", default=None)
+
+
+class DocumentObject(_Body, Generic[Text]):
+    """A document as an object (Cohere's v1 and Jina's requests take these beside strings)."""
+    text: Text = _must_be("a string")
+
+
+class RerankRequest(_Body, Generic[Text, Documents, TopN, RerankerName]):
+    """Jina's, vLLM's and Cohere's v1 ``POST /v1/rerank`` (and Infinity's ``POST /rerank``, with
+    ``documents``): each document scored against the query, results best first."""
+    model_config = _example({"model": None, **RERANK_EXAMPLE, "top_n": 2, "return_documents": True})
+    model: RerankerName = _must_be("a string", default=None)
+    query: Text = _must_be("a string")
+    documents: Documents = _must_be("a list of strings or of objects with 'text'")
+    top_n: TopN = _must_be("a positive integer", default=None, description=TOP_N)
+    return_documents: StrictBool | None = _must_be(FLAG, default=False, description=(
+        "Include each document, as `{\"text\": ...}`."))
+    max_tokens_per_doc: TopN = _must_be("a positive integer", default=None, description=(
+        "Cut each document to this many tokens first."))
+    raw_scores: StrictBool | None = _must_be(FLAG, default=False, description=RAW_SCORES)
+
+
+class CohereRerankRequest(_Body, Generic[Text, Documents, TopN, RerankerName]):
+    """Cohere's v2 ``POST /v2/rerank`` (Cohere's SDK ``ClientV2.rerank``, LangChain's
+    ``CohereRerank``)."""
+    model_config = _example({"model": None, **RERANK_EXAMPLE, "top_n": 2})
+    model: RerankerName = _must_be("a string", default=None)
+    query: Text = _must_be("a string")
+    documents: Documents = _must_be("a list of strings")
+    top_n: TopN = _must_be("a positive integer", default=None, description=TOP_N)
+    max_tokens_per_doc: TopN = _must_be("a positive integer", default=None, description=(
+        "Cut each document to this many tokens first (it is also cut to fit the model's limit)."))
+    return_documents: StrictBool | None = _must_be(FLAG, default=False, description=(
+        "Include each document, as `{\"text\": ...}`."))
 
 
 # -- responses -----------------------------------------------------------------------------------
@@ -238,16 +308,79 @@ class SimilarityResponse(_Named, RootModel[Rows], Generic[Rows]):
     """Cosine similarity of the source sentence with each sentence."""
 
 
+class TEIRank(BaseModel):
+    index: Annotated[int, Field(ge=0)]
+    score: float
+
+
+class TEIRankText(TEIRank):
+    text: str
+
+
+class TEIRerankResponse(_Named, RootModel[Rows], Generic[Rows]):
+    """One item per text (`text` only when `return_text`), best score first."""
+
+
+class DocumentText(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: Annotated[int, Field(ge=0)]
+    relevance_score: float
+
+
+class RerankResultDocument(RerankResult):
+    document: DocumentText
+
+
+class RerankUsage(BaseModel):
+    total_tokens: Annotated[int, Field(ge=1)]
+    prompt_tokens: Annotated[int, Field(ge=1)]
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class RerankMeta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class RerankResponse(_Named, BaseModel, Generic[Rows]):
+    """Best first (`document` only when `return_documents`); Jina's `model` and `usage` and
+    Cohere's `id` and `meta`, so both kinds of client read it."""
+    id: str
+    model: str
+    results: Rows
+    usage: RerankUsage
+    meta: RerankMeta
+
+
+class CohereRerankResponse(_Named, BaseModel, Generic[Rows]):
+    """Best first (`document` only when `return_documents`)."""
+    id: str
+    results: Rows
+    meta: RerankMeta
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    #: Not OpenAI's: what the model serves ("embedding" or "reranker").
+    kind: Literal["embedding", "reranker"]
 
 
 class ModelList(BaseModel):
     object: Literal["list"]
-    data: Annotated[list[Model], Field(min_length=1, max_length=1)]
+    data: Annotated[list[Model], Field(min_length=1)]
 
 
 class CostModel(BaseModel):
@@ -262,34 +395,54 @@ class EmbeddingModelType(BaseModel):
     pooling: str
 
 
-class ModelType(BaseModel):
+class EmbeddingType(BaseModel):
     embedding: EmbeddingModelType
 
 
-class Info(BaseModel):
-    """The model, limits and worker layout in force, with text-embeddings-inference's fields."""
+class RerankerModelType(BaseModel):
+    id2label: dict[str, str]
+    label2id: dict[str, int]
+
+
+class RerankerType(BaseModel):
+    reranker: RerankerModelType
+
+
+class ModelInfo(BaseModel):
+    """One served model: what it is, how it is loaded and run."""
     model_id: str
+    kind: Literal["embedding", "reranker"]
     architecture: str
     tokenizer: str
     modules: list[str]
     pooling: list[str]
+    #: Of its vectors; 1 for a reranker (one score per pair).
     dimension: int
     max_input_tokens: int
     normalized_by_model: bool
     prompts: list[str]
     default_prompt_name: str | None
+    #: A reranker's activation on its logit (CrossEncoder.predict's), e.g. Sigmoid.
+    activation: str | None
     loaded_with: str
     loader_note: str | None
     backend: str
+    batch_cost_ms: CostModel
+
+
+class Info(ModelInfo):
+    """Every served model (``models``), the limits and worker layout in force; the first model's
+    fields also at the top level, with text-embeddings-inference's, for clients that read one."""
+    models: list[ModelInfo]
     workers: int
     threads_per_worker: int
     pid: int
     max_batch_size: int
     max_batch_tokens: int
-    batch_cost_ms: CostModel
     max_queued_inputs: int
     max_queued_tokens: int
     max_inputs: int
+    max_documents: int
     max_input_chars: int
     max_body_bytes: int
     request_timeout: float
@@ -297,7 +450,7 @@ class Info(BaseModel):
     model_sha: None
     model_dtype: str
     served_model_name: str
-    model_type: ModelType
+    model_type: EmbeddingType | RerankerType
     max_concurrent_requests: int
     max_input_length: int
     max_batch_requests: int
@@ -312,9 +465,10 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-REQUESTS = (EmbedRequest, OpenAIEmbeddingRequest, TokenizeRequest, DecodeRequest, SimilarityRequest)
+REQUESTS = (EmbedRequest, OpenAIEmbeddingRequest, TokenizeRequest, DecodeRequest, SimilarityRequest,
+            TEIRerankRequest, RerankRequest, CohereRerankRequest)
 RESPONSES = (EmbedResponse, OpenAIEmbeddingResponse, TokenizeResponse, DecodeResponse, SimilarityResponse,
-             ModelList, Model, Info, Health)
+             TEIRerankResponse, RerankResponse, CohereRerankResponse, ModelList, Model, Info, Health)
 
 
 # -- binding to a deployment's limits ----------------------------------------------------------------
@@ -332,8 +486,12 @@ class Schemas:
     bound: dict[type, type[BaseModel]] = field(default_factory=dict)
 
     @classmethod
-    def bind(cls, limits: Limits, model_id: str, openai_token_ids: bool = False) -> Schemas:
-        schemas = cls(limits, model_id, served_names(model_id), openai_token_ids)
+    def bind(cls, limits: Limits, model_id: str, openai_token_ids: bool = False,
+             names: frozenset[str] | None = None, reranker_names: frozenset[str] = frozenset()) -> Schemas:
+        """The models bound to ``limits`` (one model's); ``names``: what OpenAI's ``model`` may
+        give for the server's embedding models (default: ``model_id``'s names), ``reranker_names``
+        the rerank routes' (for the document's descriptions)."""
+        schemas = cls(limits, model_id, names if names is not None else served_names(model_id), openai_token_ids)
         chars, count, vocab, dim = limits.max_input_chars, limits.max_inputs, limits.vocab_size, limits.dimension
         prompts = sorted(limits.prompts)
 
@@ -360,7 +518,20 @@ class Schemas:
             openai_inputs |= (Annotated[token_ids, Tag("id_list")]
                               | Annotated[list[token_ids], Field(min_length=1, max_length=count), Tag("id_lists")])
         model_name = Annotated[StrictStr | None, Field(description=(
-            f"The served model: {', '.join(sorted(schemas.model_names))}; another is 404 `model_not_found`."))]
+            f"The embedding model: {', '.join(sorted(schemas.model_names))} (null: the first one); "
+            "another is 404 `model_not_found`."))]
+        reranker_name = Annotated[StrictStr | None, Field(description=(
+            f"The reranker: {', '.join(sorted(reranker_names)) or 'none served'} (null: the first one); "
+            "another is 404 `model_not_found`."))]
+        most = limits.max_documents or 1
+        documents = Annotated[list[text], Field(min_length=1, max_length=most, description=(
+            f"At most {most} documents per request (EMBEDDER_MAX_DOCUMENTS)."))]
+        document_objects = Annotated[list[Annotated[Annotated[text, Tag("one")]
+                                                    | Annotated[DocumentObject[text], Tag("object")],
+                                                    Discriminator(_document_kind)]],
+                                     Field(min_length=1, max_length=most, description=(
+                                         f"At most {most} documents per request (EMBEDDER_MAX_DOCUMENTS)."))]
+        top_n = Annotated[Integer, Field(ge=1)] | None
         any_ids = Annotated[list[token_id], Field(min_length=1, max_length=chars, description=(
             f"Token ids, special tokens included if wanted: at most {chars}."))]
         id_lists = Annotated[list[any_ids], Field(min_length=1, max_length=count), Tag("id_lists")]
@@ -376,13 +547,20 @@ class Schemas:
             return Annotated[list[item], Field(min_length=1, max_length=most)]
 
         bound = {
-            EmbedRequest: EmbedRequest[inputs, truncate, dimensions, prompt_name],
+            EmbedRequest: EmbedRequest[inputs, truncate, dimensions, prompt_name, model_name],
             OpenAIEmbeddingRequest: OpenAIEmbeddingRequest[Annotated[openai_inputs, Discriminator(_kind)],
                                                            model_name, dimensions],
-            TokenizeRequest: TokenizeRequest[inputs, prompt_name],
-            DecodeRequest: DecodeRequest[decode_ids],
+            TokenizeRequest: TokenizeRequest[inputs, prompt_name, model_name],
+            DecodeRequest: DecodeRequest[decode_ids, model_name],
             SimilarityParameters: parameters,
-            SimilarityRequest: SimilarityRequest[SimilarityInput[text, sentences], parameters],
+            SimilarityRequest: SimilarityRequest[SimilarityInput[text, sentences], parameters, model_name],
+            TEIRerankRequest: TEIRerankRequest[text, documents, reranker_name],
+            DocumentObject: DocumentObject[text],
+            RerankRequest: RerankRequest[text, document_objects, top_n, reranker_name],
+            CohereRerankRequest: CohereRerankRequest[text, documents, top_n, reranker_name],
+            TEIRerankResponse: TEIRerankResponse[per_input(TEIRank | TEIRankText, most)],
+            RerankResponse: RerankResponse[per_input(RerankResult | RerankResultDocument, most)],
+            CohereRerankResponse: CohereRerankResponse[per_input(RerankResult | RerankResultDocument, most)],
             EmbedResponse: EmbedResponse[per_input(vector)],
             Embedding: embedding,
             OpenAIEmbeddingResponse: OpenAIEmbeddingResponse[per_input(embedding)],
@@ -425,20 +603,25 @@ class Schemas:
         def invalid(message: str) -> InvalidInput:
             return InvalidInput(message, param=name or None)
 
+        if kind == "missing" and indexes:  # in an object of a list (a document without its text)
+            parent, _, child = name.rpartition(".")
+            return invalid(f"'{parent}[{row}]' has no '{child}'")
         if kind == "missing":
             return invalid(f"missing field '{name}'")
         if not loc:
             return InvalidInput("request body must be a JSON object")
+        where = f"'{name}[{row}]'" if indexes else f"'{name}'"  # an item of a list, or a field (``query``)
         if kind == "string_too_short":
-            return invalid(f"'{name}[{row}]' is an empty string")
+            return invalid(f"{where} is an empty string")
         if kind == "string_too_long":
-            return invalid(f"'{name}[{row}]' has {len(value)} characters, more than the limit of {ctx['max_length']}")
+            return invalid(f"{where} has {len(value)} characters, more than the limit of {ctx['max_length']}")
         if kind == "string_pattern_mismatch":
-            return invalid(f"'{name}[{row}]' {NO_CONTENT}")
+            return invalid(f"{where} {NO_CONTENT}")
         if kind == "too_long" and ids and (indexes or "id_list" in tags):
             return invalid(f"'{name}[{row}]' has {len(value)} token ids, more than the limit of {ctx['max_length']}")
         if kind == "too_long":
-            return invalid(f"'{name}' has {len(value)} inputs, more than the limit of {ctx['max_length']} per request")
+            noun = "documents" if name in ("texts", "documents") else "inputs"
+            return invalid(f"'{name}' has {len(value)} {noun}, more than the limit of {ctx['max_length']} per request")
         if kind == "too_short" and not ids and not indexes:
             return invalid(f"'{name}' must not be empty")
         if kind in _RANGE and ids:
@@ -494,7 +677,7 @@ def _standard(node):
     return node
 
 
-_TAGS = ("one", "many", "id_list", "id_lists")
+_TAGS = ("one", "many", "id_list", "id_lists", "object")
 _RANGE = ("greater_than_equal", "less_than_equal", "int_parsing_size")
 
 

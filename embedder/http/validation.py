@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import orjson
 
-from ..core.errors import InvalidInput, ModelNotFound
+from ..core.errors import InvalidInput
+from ..core.rerank import RerankRequest
 from ..core.service import EmbedRequest
 from .error_table import MalformedJSON, UnsupportedMediaType
 from .schemas import (
+    CohereRerankRequest,
     DecodeRequest,
     OpenAIEmbeddingRequest,
     Schemas,
     SimilarityParameters,
     SimilarityRequest,
+    TEIRerankRequest,
     TokenizeRequest,
 )
 from .schemas import EmbedRequest as EmbedBody
+from .schemas import RerankRequest as RerankBody
 
 TOKEN_IDS_REFUSED = (
     "'input' is token ids, and this server does not take token ids on this route: OpenAI clients "
@@ -60,18 +64,20 @@ def parse_tei(data: dict, schemas: Schemas) -> EmbedRequest:
                         prompt_name=body.prompt_name)
 
 
+def refuse_token_ids(data: dict, allowed: bool) -> None:
+    """OpenAI's ``input`` as token ids, unless the settings say they are the model's own: refused
+    before anything else (the ``model`` check included), as this is the message that helps."""
+    value = data.get("input")
+    if not allowed and isinstance(value, list) and value and not isinstance(value[0], str):
+        raise InvalidInput(TOKEN_IDS_REFUSED, param="input")
+
+
 def parse_openai(data: dict, schemas: Schemas) -> tuple[EmbedRequest, str]:
     """``POST /v1/embeddings``: OpenAI's request shape. Token ids are refused unless the settings
-    say they are the model's own; ``model``, if given, must name the served model (its id or the
-    id's last part): vectors of another model than the one asked for would be a 200 with something
-    else than what was asked. Returns the core's request and the ``encoding_format`` asked for."""
-    value = data.get("input")
-    if not schemas.openai_token_ids and isinstance(value, list) and value and not isinstance(value[0], str):
-        raise InvalidInput(TOKEN_IDS_REFUSED, param="input")  # before the rest: the message that helps
+    say they are the model's own (``model`` chose the model before: ``routing.py``). Returns the
+    core's request and the ``encoding_format`` asked for."""
+    refuse_token_ids(data, schemas.openai_token_ids)
     body = schemas.parse(OpenAIEmbeddingRequest, data)
-    if body.model and body.model not in schemas.model_names:
-        raise ModelNotFound(f"The model '{body.model}' does not exist on this server; it serves "
-                            f"'{schemas.model_id}' (GET /v1/models)", param="model")
     request = EmbedRequest(dimensions=body.dimensions)
     if isinstance(body.input, list) and body.input and isinstance(body.input[0], list):
         request.token_ids = body.input
@@ -111,3 +117,29 @@ def parse_similarity(data: dict, schemas: Schemas) -> EmbedRequest:
     parameters = body.parameters or schemas[SimilarityParameters]()
     return EmbedRequest(texts=[body.inputs.source_sentence, *body.inputs.sentences],
                         truncate=_default(parameters.truncate, True), prompt_name=parameters.prompt_name)
+
+
+def parse_tei_rerank(data: dict, schemas: Schemas) -> tuple[RerankRequest, bool]:
+    """``POST /rerank``: text-embeddings-inference's shape (``texts``); returns the core's request
+    and ``return_text``."""
+    body = schemas.parse(TEIRerankRequest, data)
+    return (RerankRequest(body.query, body.texts, truncate=_default(body.truncate, True),
+                          raw_scores=_default(body.raw_scores, False)), _default(body.return_text, False))
+
+
+def parse_rerank(data: dict, schemas: Schemas) -> tuple[RerankRequest, bool]:
+    """``POST /v1/rerank`` (Jina's, vLLM's, Cohere's v1; Infinity's ``/rerank``): documents as
+    strings or ``{"text": ...}`` objects; returns the core's request and ``return_documents``."""
+    body = schemas.parse(RerankBody, data)
+    documents = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
+    return (RerankRequest(body.query, documents, max_tokens_per_doc=body.max_tokens_per_doc,
+                          raw_scores=_default(body.raw_scores, False), top_n=body.top_n),
+            _default(body.return_documents, False))
+
+
+def parse_cohere_rerank(data: dict, schemas: Schemas) -> tuple[RerankRequest, bool]:
+    """``POST /v2/rerank``: Cohere's v2 shape (``top_n`` and ``max_tokens_per_doc`` may be null, as
+    LangChain's CohereRerank sends them); returns the core's request and ``return_documents``."""
+    body = schemas.parse(CohereRerankRequest, data)
+    return (RerankRequest(body.query, body.documents, max_tokens_per_doc=body.max_tokens_per_doc,
+                          top_n=body.top_n), _default(body.return_documents, False))

@@ -454,10 +454,14 @@ def test_cost_model_fit_never_goes_negative():
     assert fitted(16, 128) > fitted(1, 8) * 0 and fitted(1, 8) > 0
 
 
+#: The dropped-inputs series of a batcher of no model name.
+GONE = {"reason": "client_gone", "model": ""}
+
+
 def test_probe_times_the_probe_shapes():
     seen = []
     samples = probe(lambda batch: seen.append((len(batch), len(batch[0]))),
-                    prefix=[101], token=7, suffix=[102], repeats=2)
+                    lambda length: [101, *([7] * (length - 2)), 102], repeats=2)
     assert sorted(set(seen)) == sorted(set(PROBE_SHAPES)) and len(seen) == 2 * len(PROBE_SHAPES)
     assert [(n, length) for n, length, _ in samples] == list(PROBE_SHAPES)
     assert min(CostModel.fit(samples).as_dict().values()) >= 0
@@ -486,7 +490,7 @@ def test_the_batcher_reports_padding_and_refits_from_its_passes(make):
     from prometheus_client import REGISTRY
 
     def sample(name):
-        return REGISTRY.get_sample_value(name) or 0.0
+        return REGISTRY.get_sample_value(name, {"model": ""}) or 0.0
 
     forward = FakeForward(held=True)
     cost = OnlineCost(model=CostModel(fixed=200.0, per_token=0.1), refit_every=2)
@@ -517,7 +521,7 @@ def test_a_client_that_leaves_has_its_inputs_dropped_before_the_model(make):
     first = in_thread(batcher.submit, [[1]], WAIT)
     assert forward.entered.wait(WAIT), "the first pass never began"
     left = threading.Event()
-    dropped = REGISTRY.get_sample_value("embedder_dropped_inputs_total", {"reason": "client_gone"}) or 0
+    dropped = REGISTRY.get_sample_value("embedder_dropped_inputs_total", GONE) or 0
     leaving = in_thread(batcher.submit, [[2] * 5] * 40, WAIT, left.is_set)
     staying = in_thread(batcher.submit, [[3]], WAIT, lambda: False)
     wait_until(lambda: batcher.queued == 41, "both requests are queued")
@@ -525,7 +529,7 @@ def test_a_client_that_leaves_has_its_inputs_dropped_before_the_model(make):
     with pytest.raises(ClientGone):
         leaving.result(timeout=WAIT)
     assert batcher.queued == 1
-    assert REGISTRY.get_sample_value("embedder_dropped_inputs_total", {"reason": "client_gone"}) - dropped == 40
+    assert REGISTRY.get_sample_value("embedder_dropped_inputs_total", GONE) - dropped == 40
     forward.gate.set()
     first.result(timeout=WAIT)
     assert np.array_equal(staying.result(timeout=WAIT).vectors, expected([[3]]))

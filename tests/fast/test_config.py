@@ -146,3 +146,25 @@ def test_cache_dir_default_and_override(tmp_path):
     assert Settings.from_env({}).resolved_cache_dir() == Settings().resolved_cache_dir()
     assert str(Settings().resolved_cache_dir()).endswith(os.path.join(".cache", "embedder"))
     assert Settings.from_env({"EMBEDDER_CACHE_DIR": str(tmp_path)}).resolved_cache_dir() == tmp_path
+
+
+def test_models_lists_names_and_models():
+    from embedder.config import ModelSpec
+
+    settings = Settings.from_env({"EMBEDDER_MODELS": " minilm= , rr=cross-encoder/ms-marco-MiniLM-L6-v2,/models/x ,"})
+    assert settings.model_specs() == [ModelSpec("minilm", ""), ModelSpec("rr", "cross-encoder/ms-marco-MiniLM-L6-v2"),
+                                      ModelSpec("", "/models/x")]
+    assert Settings(model="org/m", model_id="m").model_specs() == [ModelSpec("m", "org/m")]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"EMBEDDER_MODELS": "a=x,a=y"}, "the name 'a' is given twice"),
+    ({"EMBEDDER_MODELS": "=x"}, "empty name before '='"),
+    ({"EMBEDDER_MODELS": " , "}, "lists no model"),
+    ({"EMBEDDER_MODELS": "a=x", "EMBEDDER_MODEL": "y"}, "for one model alone"),
+    ({"EMBEDDER_MODELS": "a=x", "EMBEDDER_REVISION": "v1"}, "for one model alone"),
+    ({"EMBEDDER_MAX_DOCUMENTS": "0"}, "EMBEDDER_MAX_DOCUMENTS=0: must be at least 1"),
+])
+def test_a_bad_model_list_is_refused_at_start(env, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)

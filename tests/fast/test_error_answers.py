@@ -44,7 +44,7 @@ def _answer(app, path: str, raise_error: BaseException):
 @pytest.mark.parametrize("path", ["/embed", "/v1/embeddings"])
 def test_core_errors_map_through_the_table(app, error, path):
     kind = http_errors.kind_of(error)
-    before = m.FAILURES.labels(kind.reason)._value.get()
+    before = m.FAILURES.labels(kind.reason, app.service.model_id)._value.get()
     r = _answer(app, path, error)
     assert r.status_code == kind.status and r.headers["Content-Type"] == "application/json"
     for name, value in kind.headers.items():
@@ -55,12 +55,12 @@ def test_core_errors_map_through_the_table(app, error, path):
     else:
         assert body["error"]["code"] == kind.code and body["error"]["type"] == kind.openai_type
     assert "secret detail" not in r.text and ".py" not in r.text
-    assert m.FAILURES.labels(kind.reason)._value.get() == before + 1
+    assert m.FAILURES.labels(kind.reason, app.service.model_id)._value.get() == before + 1
 
 
 def test_every_status_in_the_table_is_documented():
     app = make_app()
-    document = openapi.build(app.service.settings, app.extensions["embedder.schemas"], "m")
+    document = openapi.build(app.service.settings, app.extensions["embedder.routing"].default, "m")
     responses = document["components"]["responses"]
     for status, kinds in http_errors.by_status().items():
         for shape in ("native", "openai"):

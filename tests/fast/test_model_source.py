@@ -13,7 +13,7 @@ from embedder.config import DEFAULT_MODEL_ID, Settings
 from embedder.http.app import create_app
 from embedder.model.errors import ModelUnavailable
 from embedder.model.load import load_model
-from embedder.model.source import hub_cache_dir, is_hub_id, resolve_model
+from embedder.model.source import hub_cache_dir, is_hub_id, resolve_model, resolve_models
 from hub_cache import COMMIT, OTHER_COMMIT, add_snapshot, bundled_model
 
 
@@ -155,3 +155,13 @@ def test_the_cache_folder_follows_huggingface_hubs_variables(monkeypatch, tmp_pa
     assert hub_cache_dir() == tmp_path / "home" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert hub_cache_dir() == tmp_path / "cache"
+
+
+def test_a_model_list_resolves_each_entry_under_its_name(cache):
+    add_snapshot(cache, "org/name")
+    model = str(bundled_model())
+    sources = resolve_models(Settings(models=f"minilm=,org/name,local={model}"))
+    assert [(s.model_id, s.origin) for s in sources] == [("minilm", "bundled"), ("org/name", "hub"),
+                                                         ("local", "directory")]
+    with pytest.raises(ModelUnavailable, match="EMBEDDER_MODELS entry /no/such/dir: no such directory"):
+        resolve_models(Settings(models="a=,/no/such/dir"))

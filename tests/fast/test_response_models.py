@@ -8,17 +8,20 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from embedder.http.schemas import (
+    CohereRerankResponse,
     DecodeResponse,
     EmbedResponse,
     Health,
     Info,
     ModelList,
     OpenAIEmbeddingResponse,
+    RerankResponse,
     SimilarityResponse,
+    TEIRerankResponse,
     TokenizeResponse,
 )
 from embedder.http.schemas import Model as ModelCard
-from fakes import make_app
+from fakes import make_app, make_models_app
 
 CASES = [
     ("post", "/embed", {"inputs": ["a b", "c"]}, EmbedResponse),
@@ -37,9 +40,38 @@ CASES = [
 ]
 
 
+#: The rerank routes' answers, on an app serving an embedding model and a reranker.
+RERANK_CASES = [
+    ("post", "/rerank", {"query": "a b", "texts": ["a", "b c"]}, TEIRerankResponse),
+    ("post", "/rerank", {"query": "a b", "texts": ["a", "b c"], "return_text": True, "raw_scores": True},
+     TEIRerankResponse),
+    ("post", "/rerank", {"query": "a b", "documents": ["a", "b c"], "return_documents": True}, RerankResponse),
+    ("post", "/v1/rerank", {"query": "a", "documents": ["a", {"text": "b"}], "top_n": 1}, RerankResponse),
+    ("post", "/v1/rerank", {"query": "a", "documents": ["a", "b"], "return_documents": True}, RerankResponse),
+    ("post", "/v2/rerank", {"model": "reranker", "query": "a", "documents": ["a", "b"], "top_n": None,
+                            "max_tokens_per_doc": None}, CohereRerankResponse),
+    ("post", "/v2/rerank", {"query": "a", "documents": ["a", "b"], "return_documents": True},
+     CohereRerankResponse),
+    ("get", "/v1/models", None, ModelList),
+    ("get", "/v1/models/fake/reranker", None, ModelCard),
+    ("get", "/info", None, Info),
+]
+
+
 @pytest.fixture(scope="module")
 def app():
     return make_app()
+
+
+@pytest.fixture(scope="module")
+def models_app():
+    return make_models_app()
+
+
+@pytest.mark.parametrize("method, path, body, model", RERANK_CASES,
+                         ids=[f"{method} {path} {i}" for i, (method, path, _, _) in enumerate(RERANK_CASES)])
+def test_every_rerank_answer_is_its_model(models_app, method, path, body, model):
+    test_every_answer_is_its_model(models_app, method, path, body, model)
 
 
 @pytest.mark.parametrize("method, path, body, model", CASES,
@@ -48,7 +80,7 @@ def test_every_answer_is_its_model(app, method, path, body, model):
     client = app.test_client()
     r = client.post(path, json=body) if method == "post" else client.get(path)
     assert r.status_code == 200, r.get_json()
-    bound = app.extensions["embedder.schemas"][model]
+    bound = app.extensions["embedder.routing"].default[model]
     parsed = bound.model_validate(r.get_json())
     if isinstance(parsed, BaseModel) and not hasattr(parsed, "root"):
         assert set(r.get_json()) == set(bound.model_fields), "an answer with fields its model does not declare"
@@ -56,6 +88,6 @@ def test_every_answer_is_its_model(app, method, path, body, model):
 
 def test_a_wrong_answer_fails_its_model(app):
     """The check above can fail: a vector longer than the model's dimension is not an EmbedResponse."""
-    bound = app.extensions["embedder.schemas"][EmbedResponse]
+    bound = app.extensions["embedder.routing"].default[EmbedResponse]
     with pytest.raises(ValidationError):
         bound.model_validate([[0.0] * 385])

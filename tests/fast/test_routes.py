@@ -146,9 +146,9 @@ def test_unhealthy_worker_answers_503_on_health():
     r = client.post("/embed", json={"inputs": "x"})
     assert r.status_code == 503 and "test" in r.get_json()["error"]
     deadline = time.monotonic() + 5
-    while app.service.ready and time.monotonic() < deadline:  # its log lands in this test, no later
+    while app.extensions["embedder"].ready and time.monotonic() < deadline:  # its log lands in this test, no later
         time.sleep(0.05)
-    assert not app.service.ready
+    assert not app.extensions["embedder"].ready
 
 
 def test_api_key():

@@ -135,6 +135,7 @@ def test_default_prompt_name_is_applied(tiny_model_cache, torch_threads):
     from sentence_transformers import SentenceTransformer
 
     from embedder.config import Settings
+    from embedder.core.models import ServedModels
     from embedder.core.service import EmbeddingService, EmbedRequest
 
     path = tiny_model_cache.get("bert-uncased", prompts=tiny.PROMPTS, default_prompt_name="query")
@@ -142,7 +143,7 @@ def test_default_prompt_name_is_applied(tiny_model_cache, torch_threads):
     model = load_model(path, "default-prompt", "torch")
     assert model.default_prompt_name == "query"
     service = EmbeddingService(Settings(), model, TorchBackend(model))
-    service.start_worker()
+    ServedModels.of(service).start_worker()
     want = SentenceTransformer(str(path), device="cpu").encode(tiny.TEXTS[:3], normalize_embeddings=True)
     got = service.embed(EmbedRequest(texts=tiny.TEXTS[:3])).vectors
     assert np.abs(got - want).max() < TOL

@@ -39,7 +39,7 @@ def still_serving(srv, caplog):
     r = send(srv, NATIVE, {"inputs": "hello world"})
     assert r.status_code == 200, r.text
     assert np.abs(np.array(r.get_json()[0]) - expected(srv, ["hello world"])[0]).max() < 1e-6
-    assert srv.service.healthy()
+    assert srv.extensions["embedder"].healthy()
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
 
 
@@ -291,7 +291,7 @@ def test_integral_floats_are_integers(srv):
 
 # -- routes, methods, body size ----------------------------------------------------------------
 
-@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("POST", "/v2/embeddings"), ("GET", "/embed/x"),
+@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("POST", "/v3/embeddings"), ("GET", "/embed/x"),
                                          ("DELETE", "/../etc/passwd")])
 def test_unknown_route_is_404_json(srv, method, path):
     check_error(send(srv, path, raw=b"{}", method=method), 404, path)

@@ -105,10 +105,96 @@ def make_app(**settings):
     thread running) as Gunicorn's post_worker_init would; ``app.backend`` and ``app.service``."""
     service = EmbeddingService(Settings(**settings), fake_model(), FakeBackend())
     app = create_app(service.settings, service)
-    service.start_worker()
+    app.extensions["embedder"].start_worker()
     service.backend.batches.clear()
     service.backend.entered.clear()
     app.service, app.backend = service, service.backend
+    return app
+
+
+class FakeRerankModel:
+    """A cross-encoder stand-in: pairs as ``[CLS] query [SEP] document [SEP]`` of white-space
+    token ids, documents cut (never the query) as the real model layer cuts them, and a sigmoid."""
+
+    kind = "reranker"
+    model_id = "fake/reranker"
+    path = ""
+    dimension = 1
+    max_input_tokens = 32
+    vocab_size = VOCAB
+    prompts: dict = {}
+    default_prompt_name = None
+    ends_with_normalize = False
+    pooling_modes = ()
+    modules = ("Transformer",)
+    architecture = "FakeForSequenceClassification"
+    tokenizer_kind = "white space"
+    loaded_with = "fake"
+    loader_note = ""
+    activation = "Sigmoid"
+    prefix_ids, suffix_ids, pad_id = [CLS], [SEP], PAD
+
+    def __init__(self):
+        self.tokenizer = WhitespaceTokenizer()
+
+    def pair_ids(self, query, documents, truncate, max_tokens_per_doc=None):
+        from embedder.model.errors import QueryTooLong, TooManyTokens
+
+        q = self.tokenizer.content_ids([query])[0]
+        room = self.max_input_tokens - len(q) - 3
+        if room < 1:
+            raise QueryTooLong(len(q) + 3, self.max_input_tokens)
+        out = []
+        for index, d in enumerate(self.tokenizer.content_ids(documents)):
+            if max_tokens_per_doc:
+                d = d[:max_tokens_per_doc]
+            if len(d) > room:
+                if not truncate:
+                    raise TooManyTokens(index, len(q) + len(d) + 3, self.max_input_tokens)
+                d = d[:room]
+            out.append([CLS, *q, SEP, *d, SEP])
+        return out
+
+    def activate(self, logits):
+        return (1 / (1 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
+
+
+class FakeRerankBackend(FakeBackend):
+    """A logit per pair: the query words the document shares, less a little per document word
+    (deterministic, and distinct for distinct documents)."""
+
+    name = "fake"
+
+    def vectors(self, batch) -> np.ndarray:
+        rows = []
+        for ids in batch:
+            ids = list(ids)
+            middle = ids.index(SEP)
+            query, document = set(ids[1:middle]), ids[middle + 1:-1]
+            shared = sum(1 for token in document if token in query)
+            rows.append([shared - 0.01 * len(document) - 0.001 * (sum(document) % 97)])
+        return np.asarray(rows, dtype=np.float32)
+
+
+def make_models_app(**settings):
+    """The real app serving the fake embedding model and the fake reranker on one scheduler (as
+    EMBEDDER_MODELS would), its worker started; ``app.service``/``app.backend`` are the embedding
+    model's, ``app.reranker``/``app.rerank_backend`` the reranker's."""
+    from embedder.core.models import ServedModels
+    from embedder.core.rerank import RerankService
+    from embedder.core.scheduler import Scheduler
+
+    settings = Settings(**settings)
+    scheduler = Scheduler(settings.max_queued_inputs, settings.max_queued_tokens)
+    service = EmbeddingService(settings, fake_model(), FakeBackend(), scheduler)
+    reranker = RerankService(settings, FakeRerankModel(), FakeRerankBackend(), scheduler)
+    app = create_app(settings, ServedModels(settings, [service, reranker]))
+    app.extensions["embedder"].start_worker()
+    for backend in (service.backend, reranker.backend):
+        backend.batches.clear()
+        backend.entered.clear()
+    app.service, app.backend = service, service.backend
+    app.reranker, app.rerank_backend = reranker, reranker.backend
     return app
 
 

@@ -10,7 +10,7 @@ import time
 from served_apps import DIE_TEXT, HANG_TEXT
 from wsgi import app
 
-_service = app.extensions["embedder"]
+_service = app.extensions["embedder"].embedding()
 _real_forward = _service.batcher._forward
 _hang, _die = _service.model.token_ids([HANG_TEXT, DIE_TEXT], truncate=True)
 
