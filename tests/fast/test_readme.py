@@ -142,3 +142,10 @@ def test_the_supported_models_table_is_the_tested_kinds():
     block = text.split("<!-- supported models:", 1)[1].split("<!-- end of supported models -->", 1)[0]
     kinds = re.findall(r"^\| `([a-z0-9-]+)` \|", block, flags=re.M)
     assert kinds == list(tiny_models.KINDS)
+
+
+def test_readme_names_every_tested_reranker():
+    import tiny_models
+
+    section = README.read_text(encoding="utf-8").split("## Several models and rerankers")[1].split("\n## ")[0]
+    assert all(f"`{kind}`" in section for kind in tiny_models.RERANKER_KINDS)
