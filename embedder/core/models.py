@@ -53,6 +53,8 @@ class ServedModels:
         if len(schedulers) != 1:
             raise ValueError("the models of one server must share one scheduler")
         self.scheduler: Scheduler = services[0].batcher.scheduler
+        #: The first model of each kind: what a request that names none gets.
+        self._first = {kind: self.of_kind(kind)[0] for kind in NOUNS if self.of_kind(kind)}
         #: When this server loaded its models (in the master, so every worker says the same).
         self.created = min(service.created for service in services)
         self.layout = settings.layout()
@@ -78,11 +80,11 @@ class ServedModels:
 
     def _find(self, kind: str, name: str | None):
         if name is None:
-            found = self.of_kind(kind)
-            if not found:
+            first = self._first.get(kind)
+            if first is None:
                 raise ModelNotFound(f"this server serves no {NOUNS[kind]}; it serves "
                                     f"{self._listing()} (GET /v1/models)", param="model")
-            return found[0]
+            return first
         service = self.services.get(name)
         if service is None:
             raise ModelNotFound(f"The model '{name}' does not exist on this server; it serves "
