@@ -13,7 +13,10 @@ import os
 
 from embedder.config import Settings
 
-_settings = Settings.from_env()
+try:
+    _settings = Settings.from_env()
+except ValueError as why:  # a bad setting: its one-line reason, not Gunicorn's traceback of this file
+    raise SystemExit(f"embedder cannot start: {why}") from None
 
 # prometheus_client chooses multiprocess mode when first imported, and preload_app imports the
 # app before any hook runs: prepare the metrics directory here, first.

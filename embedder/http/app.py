@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections import Counter
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
@@ -45,7 +46,13 @@ def build_models(settings: Settings) -> ServedModels:
     try:
         scheduler = Scheduler(settings.max_queued_inputs, settings.max_queued_tokens)
         services = []
-        for source in resolve_models(settings):
+        sources = resolve_models(settings)
+        names = Counter(source.model_id for source in sources)
+        twice = sorted(name for name, count in names.items() if count > 1)
+        if twice:  # before loading anything
+            raise DuplicateName(f"two models would be served as {', '.join(map(repr, twice))}: give each its "
+                                "own name (name=model in EMBEDDER_MODELS)")
+        for source in sources:
             model = load_model(source.path, source.model_id, settings.backend, settings.resolved_cache_dir(),
                                settings.trust_remote_code)
             service = RerankService if model.kind == "reranker" else EmbeddingService

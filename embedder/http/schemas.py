@@ -210,6 +210,8 @@ class SimilarityRequest(_Body, Generic[Item, Params, ModelName]):
 
 RAW_SCORES = "The model's logits, without the activation sentence-transformers applies (e.g. its sigmoid)."
 TOP_N = "Return only the best N (all when null or more than there are)."
+TRUNCATE_DOCUMENTS = ("Cut a document that does not fit beside the query within the model's token limit (the "
+                      "query is never cut); false refuses it with 422.")
 RERANK_EXAMPLE = {"query": "What is Deep Learning?", "documents": [
     "Deep Learning is a kind of machine learning.", "The cat sat on the mat."]}
 
@@ -220,9 +222,7 @@ class TEIRerankRequest(_Body, Generic[Text, Documents, RerankerName]):
     model_config = _example({"query": RERANK_EXAMPLE["query"], "texts": RERANK_EXAMPLE["documents"]})
     query: Text = _must_be("a string")
     texts: Documents = _must_be("a list of strings")
-    truncate: StrictBool | None = _must_be(FLAG, default=True, description=(
-        "Cut a text that does not fit beside the query within the model's token limit (the query is "
-        "never cut); false refuses it with 422."))
+    truncate: StrictBool | None = _must_be(FLAG, default=True, description=TRUNCATE_DOCUMENTS)
     truncation_direction: Direction = _must_be(DIRECTION_PHRASE, default=None, description=(
         "Texts are cut at their end; `left` is refused."))
     raw_scores: StrictBool | None = _must_be(FLAG, default=False, description=RAW_SCORES)
@@ -248,6 +248,7 @@ class RerankRequest(_Body, Generic[Text, Documents, TopN, RerankerName]):
     max_tokens_per_doc: TopN = _must_be("a positive integer", default=None, description=(
         "Cut each document to this many tokens first."))
     raw_scores: StrictBool | None = _must_be(FLAG, default=False, description=RAW_SCORES)
+    truncate: StrictBool | None = _must_be(FLAG, default=True, description=TRUNCATE_DOCUMENTS)
 
 
 class CohereRerankRequest(_Body, Generic[Text, Documents, TopN, RerankerName]):
@@ -262,6 +263,8 @@ class CohereRerankRequest(_Body, Generic[Text, Documents, TopN, RerankerName]):
         "Cut each document to this many tokens first (it is also cut to fit the model's limit)."))
     return_documents: StrictBool | None = _must_be(FLAG, default=False, description=(
         "Include each document, as `{\"text\": ...}`."))
+    raw_scores: StrictBool | None = _must_be(FLAG, default=False, description=RAW_SCORES + " (not Cohere's)")
+    truncate: StrictBool | None = _must_be(FLAG, default=True, description=TRUNCATE_DOCUMENTS + " (not Cohere's)")
 
 
 # -- responses -----------------------------------------------------------------------------------

@@ -132,14 +132,17 @@ def parse_rerank(data: dict, schemas: Schemas) -> tuple[RerankRequest, bool]:
     strings or ``{"text": ...}`` objects; returns the core's request and ``return_documents``."""
     body = schemas.parse(RerankBody, data)
     documents = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
-    return (RerankRequest(body.query, documents, max_tokens_per_doc=body.max_tokens_per_doc,
-                          raw_scores=_default(body.raw_scores, False), top_n=body.top_n),
-            _default(body.return_documents, False))
+    return (RerankRequest(body.query, documents, truncate=_default(body.truncate, True),
+                          max_tokens_per_doc=body.max_tokens_per_doc, raw_scores=_default(body.raw_scores, False),
+                          top_n=body.top_n), _default(body.return_documents, False))
 
 
 def parse_cohere_rerank(data: dict, schemas: Schemas) -> tuple[RerankRequest, bool]:
     """``POST /v2/rerank``: Cohere's v2 shape (``top_n`` and ``max_tokens_per_doc`` may be null, as
-    LangChain's CohereRerank sends them); returns the core's request and ``return_documents``."""
+    LangChain's CohereRerank sends them), and our ``raw_scores`` and ``truncate`` as on the other
+    routes (a client that asks for them gets them, not a silent default); returns the core's
+    request and ``return_documents``."""
     body = schemas.parse(CohereRerankRequest, data)
-    return (RerankRequest(body.query, body.documents, max_tokens_per_doc=body.max_tokens_per_doc,
+    return (RerankRequest(body.query, body.documents, truncate=_default(body.truncate, True),
+                          max_tokens_per_doc=body.max_tokens_per_doc, raw_scores=_default(body.raw_scores, False),
                           top_n=body.top_n), _default(body.return_documents, False))

@@ -152,3 +152,14 @@ def test_openapi_documents_the_rerank_routes(client):
     schemas = document["components"]["schemas"]
     assert schemas["CohereRerankRequest"]["properties"]["documents"]["maxItems"] == 1000
     assert document["paths"]["/v2/rerank"]["post"]["responses"]["422"]["$ref"].endswith("cohere422")
+
+
+def test_raw_scores_and_truncate_are_honoured_on_every_shape(app, client):
+    logits = want(app, raw=True)
+    for path in ("/v1/rerank", "/v2/rerank"):
+        body = client.post(path, json={"query": QUERY, "documents": DOCS, "raw_scores": True}).get_json()
+        assert {row["index"]: row["relevance_score"] for row in body["results"]} == pytest.approx(
+            {i: float(logits[i]) for i in range(len(DOCS))}, abs=1e-6)
+        long_doc = " ".join(f"w{i}" for i in range(200))
+        refused = client.post(path, json={"query": QUERY, "documents": ["ok", long_doc], "truncate": False})
+        assert refused.status_code == 422 and "'documents[1]' has 206 tokens" in refused.text
