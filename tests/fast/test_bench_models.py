@@ -64,6 +64,10 @@ def test_latency_stats_are_nearest_rank():
 
 METRICS_BEFORE = """\
 # HELP embedder_forward_duration_seconds Time of one forward pass, by model.
+embedder_forward_duration_seconds_bucket{le="0.025",model="minilm"} 10.0
+embedder_forward_duration_seconds_bucket{le="0.05",model="minilm"} 10.0
+embedder_forward_duration_seconds_bucket{le="0.1",model="minilm"} 10.0
+embedder_forward_duration_seconds_bucket{le="+Inf",model="minilm"} 10.0
 embedder_forward_duration_seconds_count{model="minilm"} 10.0
 embedder_forward_duration_seconds_sum{model="minilm"} 0.5
 embedder_forward_duration_seconds_count{model="reranker"} 2.0
@@ -76,6 +80,10 @@ embedder_requests_total{code="200",model="minilm",route="/embed"} 38.0
 embedder_failures_total{model="minilm",reason="client_gone"} 0.0
 """
 METRICS_AFTER = """\
+embedder_forward_duration_seconds_bucket{le="0.025",model="minilm"} 10.0
+embedder_forward_duration_seconds_bucket{le="0.05",model="minilm"} 20.0
+embedder_forward_duration_seconds_bucket{le="0.1",model="minilm"} 29.0
+embedder_forward_duration_seconds_bucket{le="+Inf",model="minilm"} 30.0
 embedder_forward_duration_seconds_count{model="minilm"} 30.0
 embedder_forward_duration_seconds_sum{model="minilm"} 1.5
 embedder_forward_duration_seconds_count{model="reranker"} 2.0
@@ -101,6 +109,9 @@ def test_metrics_deltas_per_model():
     assert delta["batched"] == 80 and delta["inputs_per_pass"] == 4.0 and delta["inputs_per_s"] == 20.0
     assert delta["forward_s_per_s"] == 0.25 and delta["passes_per_s"] == 5.0
     assert delta["inputs"] == 72 and delta["padded_tokens"] == 800
+    # Of the run's 20 passes, 10 took <= 50 ms and 19 <= 100 ms; one went past the last bound.
+    assert delta["pass_p95_le_ms"] == 100.0 and delta["pass_max_le_ms"] is None
+    assert not any(key.startswith("le_") for key in delta)
     # 499 (a client gone: wrk stopping mid-request) is not misbehaviour; 503 is.
     assert delta["code_499"] == 2 and delta["code_503"] == 1 and delta["non_2xx"] == 1
     assert delta["client_gone"] == 2 and delta["failures"] == 1
@@ -161,7 +172,7 @@ def _results() -> dict:
                 [{"workers": 2, "models": "embedding", "pss_mib": 275.0},
                  {"workers": 2, "models": "embedding+reranker", "pss_mib": 430.0}], 90 * 2**20),
             "limit": {"pairs_per_s": 160.0, "runs": [158.0, 162.0], "processes": 2, "threads": 1, "batch_size": 32,
-                      "seconds": 10, "pairs": 11483,
+                      "seconds": 10, "pairs": 11483, "cores": [2.0, 2.0], "pairs_per_cpu_s": 80.0,
                       "pair_tokens": {"min": 8, "median": 25, "p90": 43, "p99": 60, "max": 80, "mean": 27.0}},
             "served": served, "problems": []}
 
@@ -180,6 +191,9 @@ def test_summaries_and_report_on_made_up_numbers():
     baseline = next(r for r in summary["latency"] if r["load"] == "none")
     assert baseline["load_pass_ms"] is None and baseline["turn_bound_ms"] == 60.0
     assert summary["rerank"]["served_median"] == 150.0 and summary["rerank"]["served_over_limit"] == 0.94
+    # Per CPU-second: 150 pairs/s on 2.0 server cores, against the limit's 80 a CPU-second.
+    rerank = summary["rerank"]
+    assert rerank["served_pairs_per_cpu_s"] == 75.0 and rerank["served_over_limit_per_cpu"] == 0.94
     shares = {s["model"]: s for s in summary["mixed"]}
     assert shares["minilm"]["mixed_over_alone"] == 0.2 and shares["reranker"]["mixed_over_alone"] == 0.8
     assert shares["reranker"]["mixed_forward_share"] == 0.85 and shares["minilm"]["mixed_passes_per_s"] == 7.5
@@ -201,3 +215,36 @@ def test_the_bench_reranker_has_ms_marco_minilm_l6_shape():
          "max_position_embeddings": 512, "num_labels": 1}
     assert reranker.cache_key() == reranker.cache_key() and len(reranker.cache_key()) == 16
     assert "meaningless" in reranker.NOTE
+
+
+SS = """\
+0      0      127.0.0.1:8000      127.0.0.1:40001 users:(("gunicorn",pid=11,fd=12))
+0      0      127.0.0.1:8000      127.0.0.1:40002 users:(("gunicorn",pid=12,fd=12))
+0      0      127.0.0.1:8000      127.0.0.1:40003 users:(("gunicorn",pid=12,fd=13))
+0      0      127.0.0.1:8000      127.0.0.1:40004 users:(("gunicorn",pid=12,fd=14))
+0      0      127.0.0.1:40001     127.0.0.1:8000  users:(("wrk",pid=98,fd=3))
+0      0      127.0.0.1:40002     127.0.0.1:8000  users:(("wrk",pid=99,fd=3))
+0      0      127.0.0.1:40003     127.0.0.1:8000  users:(("wrk",pid=98,fd=4))
+0      0      127.0.0.1:40004     127.0.0.1:8000  users:(("python",pid=7,fd=3))
+0      0      127.0.0.1:22        127.0.0.1:5000  users:(("sshd",pid=1,fd=3))
+"""
+
+
+def test_connections_by_worker_and_client():
+    who = {98: "embed", 99: "rerank", 7: "probe"}
+    found = models.connections(8000, SS, client=who.get)
+    assert found["by_worker"] == {"11": 1, "12": 3}
+    assert found["by_worker_and_client"] == {"11": {"embed": 1}, "12": {"rerank": 1, "embed": 1, "probe": 1}}
+    assert found["probe_worker"] == "12"
+    run = {"connections": found, "worker_cores": {"11": 0.5, "12": 1.0}}
+    spread = models._spread(run)
+    assert spread["connections_by_worker"] == [1, 3] and spread["cores_by_worker"] == [0.5, 1.0]
+    assert spread["probe_worker_other_connections"] == 2
+    assert models._conns(spread) == "1 (embed 1) + 3 (embed 1, probe 1, rerank 1)"
+    assert models.connections(8000, "") == {"by_worker": {}, "by_worker_and_client": {}, "probe_worker": None}
+
+
+def test_memory_fit_splits_once_from_per_worker():
+    rows = [{"workers": w, "difference_mib": 120.0 + 20.0 * w} for w in (1, 2, 4)]
+    assert models.memory_fit(rows) == {"once_mib": 120.0, "per_worker_mib": 20.0}
+    assert models.memory_fit(rows[:1]) is None

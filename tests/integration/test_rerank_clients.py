@@ -111,18 +111,6 @@ def assert_ranked(indexes: list[int], scores: list[float], want: np.ndarray, top
     assert np.abs(got - want[list(indexes)]).max() < TOL, np.abs(got - want[list(indexes)]).max()
 
 
-@pytest.fixture(scope="module")
-def litellm():
-    """litellm, kept from fetching its model price list from GitHub at import (no network here)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    yield litellm
-    mp.undo()
-
-
 # --- cohere -------------------------------------------------------------------------------------
 
 def test_cohere_v2_rerank(server, want):
