@@ -1,7 +1,9 @@
 """bench/results/ is named one way (bench/README.md): full sweep runs are
 ``runs/<YYYY-MM-DD>-<host-label>.{json,md,png}``; each before/after comparison is a folder
 ``compare/<YYYY-MM-DD>-<change>/`` holding one README.md, one run.sh and only
-``before-<round>.{json,md}`` / ``after-<round>.{json,md}`` besides."""
+``before-<round>.{json,md}`` / ``after-<round>.{json,md}`` besides; each several-models run
+(``python -m bench.tools.models``) is a folder ``models/<YYYY-MM-DD>-<host-label>/`` holding
+exactly README.md and results.json."""
 
 from __future__ import annotations
 
@@ -28,7 +30,13 @@ def comparisons() -> list[Path]:
 
 
 def test_results_hold_only_runs_compare_and_nothing_loose():
-    assert sorted(p.name for p in RESULTS.iterdir()) == ["compare", "runs"]
+    assert sorted(p.name for p in RESULTS.iterdir()) == ["compare", "models", "runs"]
+
+
+@pytest.mark.parametrize("folder", sorted((RESULTS / "models").iterdir()), ids=lambda p: p.name)
+def test_every_models_run_is_a_readme_and_its_results(folder):
+    assert folder.is_dir() and re.fullmatch(rf"{DATE}-{SLUG}", folder.name), f"{folder}: expected <YYYY-MM-DD>-<label>/"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "results.json"]
 
 
 def test_every_run_is_date_label_ext():

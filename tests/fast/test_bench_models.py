@@ -201,7 +201,9 @@ def test_summaries_and_report_on_made_up_numbers():
     text = models.markdown(results)
     for needed in ("python -m bench.tools.models --quick", "Some Xeon", "avx512_vnni", "random-weight",
                    "meaningless", "| 2 | 275.0 | 430.0 | **155.0** | 90.0 | 180.0 |", "**160.0 pairs/s**",
-                   "= **0.94**", "None seen"):
+                   "= **0.94**", "None seen", "## Headlines", "- **Memory**: the reranker adds 155.0 MiB at 2 workers",
+                   "p95 200 ms (no load: 120 ms) = 5.0 mean passes of the load (40 ms), 1.25 × the turn bound",
+                   "served / limit 0.94 (0.94 per CPU-second)", "together 1.00 of alone"):
         assert needed in text, needed
     results["problems"] = ["round 1 mixed (minilm): 1 non-2xx"]
     assert "round 1 mixed (minilm): 1 non-2xx" in models.markdown(results)
@@ -248,3 +250,19 @@ def test_memory_fit_splits_once_from_per_worker():
     rows = [{"workers": w, "difference_mib": 120.0 + 20.0 * w} for w in (1, 2, 4)]
     assert models.memory_fit(rows) == {"once_mib": 120.0, "per_worker_mib": 20.0}
     assert models.memory_fit(rows[:1]) is None
+
+
+def test_uneven_connections_are_observed():
+    def run(kind, by_client, load="embed+rerank"):
+        return {"kind": kind, "round": 1, "load": load, "probe_model": None, "wrk": {"x": {}},
+                "worker_cores": {"11": 0.5, "12": 0.6},
+                "connections": {"by_worker": {w: sum(c.values()) for w, c in by_client.items()},
+                                "by_worker_and_client": by_client}}
+
+    even = run("mixed", {"11": {"embed": 8, "rerank": 8}, "12": {"embed": 8, "rerank": 8}})
+    lopsided = run("mixed", {"11": {"rerank": 3}, "12": {"embed": 16, "rerank": 13}})
+    assert models.spread_observations([even]) == []
+    found = models.spread_observations([lopsided])
+    assert found == ["round 1, mixed: embed connections by worker 0 + 16 (a worker held none); cores by worker "
+                     "0.50 / 0.60",
+                     "round 1, mixed: rerank connections by worker 3 + 13; cores by worker 0.50 / 0.60"]
