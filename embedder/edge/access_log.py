@@ -21,11 +21,18 @@ SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "s
 SECRET_ENVIRON = frozenset(("http_authorization", "http_proxy_authorization", "http_cookie",
                             "http_x_api_key", "http_api_key", "query_string", "raw_uri", "request_uri"))
 _QUERY_VALUE = re.compile(r"([?&;][^=&;#\s]*=)[^&;#\s]*")
+#: The user information of an absolute-form target or a referrer (``http://user:pw@host/``).
+_USERINFO = re.compile(r"(//)[^/?#@\s]*@")
 
 
 def redact_query(text: str | None) -> str | None:
-    """``/x?api_key=abc&b=1 HTTP/1.1`` -> ``/x?api_key=[redacted]&b=[redacted] HTTP/1.1``."""
-    if not text or "=" not in text:
+    """``/x?api_key=abc&b=1 HTTP/1.1`` -> ``/x?api_key=[redacted]&b=[redacted] HTTP/1.1``, and
+    ``http://user:pw@host/x`` -> ``http://[redacted]@host/x``."""
+    if not text:
+        return text
+    if "@" in text:
+        text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
+    if "=" not in text:
         return text
     return _QUERY_VALUE.sub(r"\1" + REDACTED, text)
 

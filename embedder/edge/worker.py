@@ -17,9 +17,21 @@ body have arrived. A stalled connection costs memory, not a thread, and within l
   as it arrives (chunked): 413, closed, the rest never read.
 - **connections**: at most ``max_connections`` per worker (Gunicorn's ``worker_connections``); a new
   one over that closes the oldest connection that is not running a request.
+- **lingering close**: a connection closed right after a refusal that came before its request was
+  read whole (408, 413, the parser's 400/414/431/501, a WebSocket upgrade's 400) is not closed at
+  once: the answer goes out, then a FIN, and what the client still sends is read and dropped, in
+  the event loop, until it closes its side, for at most :data:`LINGER_SECONDS` in all,
+  :data:`LINGER_IDLE_SECONDS` without data and :data:`LINGER_BYTES` (nginx's ``lingering_close``,
+  ``lingering_time``, ``lingering_timeout``). A client that sends its whole body before reading
+  (Python's ``urllib``) then reads the answer instead of a connection reset. Such a connection
+  stays in the connection list (it counts for the limit, and is the first closed to make room).
 
 Gunicorn's own refusals (malformed request line, URI or headers over its limits, unsupported
-transfer coding) and the ones above answer in the service's JSON error shape.
+transfer coding) and the ones above answer in the service's JSON error shape, and so does a
+WebSocket upgrade (400: no route here speaks WebSocket). An absolute-form request target
+(``POST http://host:port/embed``, RFC 9112 section 3.2.2) reaches the app in origin form
+(``/embed``, its query as ``QUERY_STRING``), for the ``http`` and ``https`` schemes; the ``Host``
+header is passed on as sent.
 
 Contract with Gunicorn
 ----------------------
@@ -33,16 +45,23 @@ The private ones, and why:
 - ``ASGIProtocol._request_ready`` (read, ``.set()``): None until HTTP/1 starts, so it tells HTTP/1
   from HTTP/2; setting it wakes ``_handle_connection``, which then sees ``_closed`` and ends (as
   Gunicorn's own ``_keepalive_timeout`` does).
-- ``ASGIProtocol._closed`` (read): the connection is closed, by us or the client: a header
-  deadline then does nothing, and the batcher's ``embedder.client_gone`` reads it.
+- ``ASGIProtocol._closed`` (read, set): the connection is closed, by us or the client: a header
+  deadline then does nothing, and the batcher's ``embedder.client_gone`` reads it. Set when a
+  lingering close starts, so that Gunicorn's code treats the connection as closed.
 - ``ASGIProtocol._on_headers_complete`` (override): the parser's callback when a request's headers
   are in: stops the header deadline and marks the connection busy.
 - ``ASGIProtocol._serve_http_request`` (override, coroutine): one HTTP/1 request, until its response
   is complete: the connection is idle again after it.
 - ``ASGIProtocol._build_http_scope`` (override): puts the connection in the scope for the bridge.
 - ``ASGIProtocol._send_error_response`` (override, and called for 408): Gunicorn's refusals, in
-  JSON.
-- ``ASGIProtocol._safe_write``, ``ASGIProtocol._close_transport`` (called): write a refusal, close.
+  JSON; a connection closed after one lingers.
+- ``ASGIProtocol._safe_write`` (called): write a refusal.
+- ``ASGIProtocol._close_transport`` (override, and called): close; after an early refusal, start
+  the lingering close instead.
+- ``ASGIProtocol._handle_websocket`` (override, coroutine): refuse a WebSocket upgrade in JSON
+  (Gunicorn's hands it to the app, which answers no WebSocket, and writes a bare 403).
+- ``ASGIProtocol.data_received`` (override+super): while lingering, bytes are counted and dropped.
+- ``ASGIProtocol.transport`` (read): the asyncio transport, half-closed and read while lingering.
 - ``ASGIWorker._serve`` (override, coroutine, called by ``run``): Gunicorn's serving loop, without
   ASGI lifespan, with :class:`EdgeProtocol` and a TLS handshake deadline; it keeps the heartbeat
   (``notify``, the ``ppid`` check) and ends with ``_shutdown``.
@@ -65,8 +84,10 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote_to_bytes
 
 from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers.gasgi import ASGIWorker
@@ -109,11 +130,12 @@ GUNICORN_CONTRACT = (
                  "gunicorn.asgi.protocol.ASGIProtocol._keepalive_timeout"),
      "why": "None until HTTP/1 starts; .set() wakes _handle_connection to see _closed and end"},
     {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_closed",
-     "kind": "attribute", "use": "read", "signature": None,
+     "kind": "attribute", "use": "read+set", "signature": None,
      "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._close_transport",
                  "gunicorn.asgi.protocol.ASGIProtocol.connection_lost",
                  "gunicorn.asgi.protocol.ASGIProtocol._handle_connection"),
-     "why": "closed by either side: a late header deadline does nothing; client_gone reads it"},
+     "why": "closed by either side: a late header deadline does nothing; client_gone reads it; "
+            "set when a lingering close starts, so Gunicorn's code sees a closed connection"},
     {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_on_headers_complete",
      "kind": "method", "use": "override+super", "signature": "(self)",
      "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._setup_callback_parser",),
@@ -137,9 +159,23 @@ GUNICORN_CONTRACT = (
      "used_by": (),
      "why": "write a refusal, ignoring a client already gone"},
     {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_close_transport",
-     "kind": "method", "use": "call", "signature": "(self)",
+     "kind": "method", "use": "override+super", "signature": "(self)",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._feed_callback_parser",
+                 "gunicorn.asgi.protocol.ASGIProtocol._handle_connection",
+                 "gunicorn.asgi.protocol.ASGIProtocol._keepalive_timeout"),
+     "why": "close after a 408, or to make room; sets _closed. Ours lingers after an early refusal"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_handle_websocket",
+     "kind": "coroutine", "use": "override", "signature": "(self, request, sockname, peername)",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._handle_connection",),
+     "why": "a WebSocket upgrade refused in JSON (400), not handed to the app (a bare 403)"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "data_received",
+     "kind": "method", "use": "override+super", "signature": "(self, data)",
      "used_by": (),
-     "why": "close after a 408, or to make room; sets _closed"},
+     "why": "while lingering, what the client still sends is counted and dropped"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "transport",
+     "kind": "attribute", "use": "read", "signature": None,
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol.connection_made",),
+     "why": "the asyncio transport: half-closed (write_eof), read and closed while lingering"},
     # ASGIWorker: the worker process (EdgeWorker's parent).
     {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "__init__",
      "kind": "method", "use": "override+super", "signature": "(self, *args, **kwargs)",
@@ -222,13 +258,39 @@ GUNICORN_CONTRACT = (
 )
 
 
+#: Lingering close (after a refusal that came before the request was read whole): at most this
+#: long in all, this long without data from the client, and this many bytes read and dropped;
+#: then the connection is closed whatever the client still sends (nginx's ``lingering_time`` 30 s,
+#: ``lingering_timeout`` 5 s; shorter here, and bounded in bytes too).
+LINGER_SECONDS = 5.0
+LINGER_IDLE_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
+
+#: ``http://`` or ``https://`` and an authority (RFC 9112 section 3.2.2's absolute form; the
+#: query is already split off by the parser, a request target has no fragment).
+_ABSOLUTE_FORM = re.compile(rb"(?i:https?)://[^/]+")
+
+
+def origin_form(target: bytes) -> bytes | None:
+    """The origin-form path of an absolute-form request target (``http://h:1/a/b`` -> ``/a/b``,
+    ``https://h`` -> ``/``), or None for any other target (origin form, ``*``, other schemes)."""
+    match = _ABSOLUTE_FORM.match(target)
+    if match is None:
+        return None
+    return target[match.end():] or b"/"
+
+
 class EdgeProtocol(ASGIProtocol):
     """Gunicorn's HTTP/1.1 connection handler, plus a header deadline for a connection's first
-    request, a place in the worker's connection list (oldest first) and JSON error answers."""
+    request, a place in the worker's connection list (oldest first), JSON error answers, absolute-form
+    targets in origin form and a lingering close after an early refusal."""
 
     def connection_made(self, transport):
         self._header_timer = None
         self._busy = False  # a request's headers have arrived and its answer is not yet sent
+        self._refused = False  # answered before the request was read whole: linger when closing
+        self._lingering = False
+        self._linger_timer = None
         super().connection_made(transport)
         self.worker.admit(self)
         if self._request_ready is not None:  # HTTP/1 (HTTP/2 and uWSGI are not configured)
@@ -258,11 +320,15 @@ class EdgeProtocol(ASGIProtocol):
 
     @property
     def idle(self) -> bool:
-        """No request on it: it waits for (the rest of) its next request's headers."""
-        return not self._busy
+        """No request on it: it waits for (the rest of) its next request's headers, or lingers."""
+        return not self._busy or self._lingering
 
     def close_idle(self) -> None:
         """Close it to make room (it holds no request, so nothing is lost but the connection)."""
+        if self._lingering:
+            self._end_linger()
+            return
+        self._refused = False  # no lingering: room is needed now
         self._close_transport()
         if self._request_ready is not None:
             self._request_ready.set()
@@ -271,17 +337,98 @@ class EdgeProtocol(ASGIProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self.worker.connections.pop(self, None)
         super().connection_lost(exc)
 
     def _build_http_scope(self, request, sockname, peername):
         scope = super()._build_http_scope(request, sockname, peername)
         scope["embedder.connection"] = self
+        raw = scope["raw_path"]
+        if raw[:1] != b"/":  # absolute form? The app routes on the origin form's path
+            origin = origin_form(raw)
+            if origin is not None:
+                scope["raw_path"] = origin
+                # Decoded as Gunicorn decodes an origin-form path (percent-decoded UTF-8).
+                scope["path"] = unquote_to_bytes(origin).decode("utf-8", errors="replace")
         return scope
 
     def _send_error_response(self, status, message, extra_headers=()):
         """Gunicorn's refusal, in the service's JSON error shape (see ``refusals.py``)."""
+        self.refused()
         self._safe_write(refusals.error_response(status, message, extra_headers))
+
+    async def _handle_websocket(self, request, sockname, peername):
+        """No route here speaks WebSocket: refuse the upgrade in JSON, whatever its version or key
+        (Gunicorn's would hand it to the app, which accepts none, and write a bare 403)."""
+        self._send_error_response(400, "WebSocket is not served here: this is an HTTP/1.1 JSON API "
+                                       "(send the request without 'Upgrade')")
+        self._close_transport()
+
+    # --- lingering close -----------------------------------------------------------------------
+
+    def refused(self) -> None:
+        """An answer went out before the request was read whole: linger when the connection closes."""
+        self._refused = True
+
+    def _close_transport(self):
+        if self._lingering:
+            return  # already closing: the linger ends it
+        if not self._refused or self._closed or self.transport is None or self.transport.is_closing():
+            super()._close_transport()
+            return
+        self._start_linger()
+
+    def _start_linger(self):
+        """Send what is written, then a FIN; read and drop what the client still sends until it
+        closes, or a bound is reached (see :data:`LINGER_SECONDS`). Gunicorn's code sees the
+        connection closed from now on."""
+        transport = self.transport
+        self._lingering = True
+        self._closed = True
+        loop = self.worker.loop
+        self._linger_end = loop.time() + LINGER_SECONDS
+        self._linger_last = loop.time()
+        self._linger_bytes = 0
+        try:
+            if transport.can_write_eof():  # not over TLS: there the answer says Connection: close
+                transport.write_eof()
+            transport.resume_reading()  # reading may have paused with a body half read
+        except Exception:  # the transport is already gone
+            self._end_linger()
+            return
+        self._linger_timer = loop.call_later(LINGER_IDLE_SECONDS, self._linger_check)
+        if self._request_ready is not None:
+            self._request_ready.set()  # let Gunicorn's loop see _closed and end
+
+    def _linger_check(self):
+        self._linger_timer = None
+        now = self.worker.loop.time()
+        next_check = min(self._linger_last + LINGER_IDLE_SECONDS, self._linger_end)
+        if now >= next_check:
+            self._end_linger()
+        else:
+            self._linger_timer = self.worker.loop.call_later(next_check - now, self._linger_check)
+
+    def _end_linger(self):
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        try:
+            self.transport.close()
+        except Exception:  # already closed
+            pass
+
+    def data_received(self, data):
+        if self._lingering:
+            self._linger_bytes += len(data)
+            self._linger_last = self.worker.loop.time()
+            if self._linger_bytes > LINGER_BYTES:
+                self._end_linger()
+            return
+        super().data_received(data)
 
 
 class WSGIBridge:
@@ -315,9 +462,10 @@ class WSGIBridge:
         """The whole body, or None after answering 408 (too slow) or 413 (too big). One deadline,
         ``body_timeout`` s from now, moved 1 s later per ``body_min_rate`` bytes received."""
         limit, rate = self.settings.max_body_bytes, self.settings.body_min_rate
+        connection = scope.get("embedder.connection")
         announced = _header(scope, b"content-length")
         if announced is not None and announced.isdigit() and int(announced) > limit:
-            await _refuse(send, 413, f"request body over {limit} bytes")
+            await _refuse(send, 413, f"request body over {limit} bytes", connection)
             return None
         started = asyncio.get_running_loop().time()
         parts, size = [], 0
@@ -330,14 +478,14 @@ class WSGIBridge:
                     parts.append(message.get("body", b""))
                     size += len(parts[-1])
                     if size > limit:
-                        await _refuse(send, 413, f"request body over {limit} bytes")
+                        await _refuse(send, 413, f"request body over {limit} bytes", connection)
                         return None
                     if not message.get("more_body"):
                         return parts[0] if len(parts) == 1 else b"".join(parts)
                     deadline.reschedule(started + self.settings.body_timeout + size / rate)
         except TimeoutError:
             await _refuse(send, 408, f"the request body did not arrive in time (at least {rate} bytes/s "
-                                     f"after {self.settings.body_timeout:g} s)")
+                                     f"after {self.settings.body_timeout:g} s)", connection)
             return None
 
     def _environ(self, scope, body: bytes, connection) -> dict:
@@ -398,7 +546,11 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-async def _refuse(send, status: int, message: str) -> None:
+async def _refuse(send, status: int, message: str, connection=None) -> None:
+    """Answer a refusal of a request whose body is not read whole, and close; the connection
+    lingers (keeps reading and dropping, within bounds) so that the client reads the answer."""
+    if connection is not None:
+        connection.refused()
     body = refusals.error_body(status, message)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),

@@ -1,5 +1,6 @@
 """The edge worker's ASGI-to-WSGI bridge without a server (fast): the environ the Flask app sees,
-the body read whole before a thread is taken, and refusals of slow or oversized bodies."""
+the body read whole before a thread is taken, refusals of slow or oversized bodies (which mark the
+connection to linger when it closes), and absolute-form request targets in origin form."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import pytest
 
 from embedder.config import Settings
-from embedder.edge.worker import WSGIBridge
+from embedder.edge.worker import WSGIBridge, origin_form
 
 
 def scope(headers=(), path="/embed", query=b"", method="POST"):
@@ -92,3 +93,41 @@ def test_a_body_too_slow_is_408_without_the_app_one_in_time_is_served(bridge):
 def test_a_body_that_never_starts_is_408(bridge):
     status, _, _, calls = serve(bridge, scope([(b"content-length", b"5")]), [])
     assert status == 408 and not calls
+
+
+class _Connection:
+    """Stands in for an EdgeProtocol: records the bridge's refused() call."""
+    _closed = False
+    lingers = False
+
+    def refused(self):
+        self.lingers = True
+
+
+def test_a_refusal_before_the_body_is_read_marks_the_connection_to_linger(bridge):
+    for headers, parts, gap, expected in (([(b"content-length", b"101")], [], 0.0, 413),
+                                          ([], [(b"x" * 60, True), (b"x" * 60, True)], 0.0, 413),
+                                          ([], [(b"x", True), (b"y", True)], 0.3, 408)):
+        connection = _Connection()
+        s = {**scope(headers), "embedder.connection": connection}
+        status, _, _, calls = serve(bridge, s, parts, gap=gap)
+        assert status == expected and not calls and connection.lingers
+    connection = _Connection()  # served: the body was read whole, nothing to linger for
+    status, _, _, _ = serve(bridge, {**scope(), "embedder.connection": connection}, [(b"{}", False)])
+    assert status == 201 and not connection.lingers
+
+
+@pytest.mark.parametrize("target,expected", [
+    (b"http://127.0.0.1:8000/embed", b"/embed"),
+    (b"HTTPS://example.com/v1/embeddings", b"/v1/embeddings"),
+    (b"http://user:pw@host/a%20b/c", b"/a%20b/c"),
+    (b"http://host", b"/"),
+    (b"http://host:80", b"/"),
+    (b"/embed", None),
+    (b"*", None),
+    (b"ftp://host/embed", None),
+    (b"http:///embed", None),  # no authority: not an http URI
+    (b"", None),
+])
+def test_origin_form_of_an_absolute_form_target(target, expected):
+    assert origin_form(target) == expected
