@@ -145,7 +145,8 @@ def build(settings, schemas, model_id: str) -> dict:
     keyed = bool(settings.api_key)
     bearer = [{"bearerAuth": []}] if keyed else []
     metrics_keyed = keyed and settings.metrics_require_key
-    embedding_errors = [400, 413, 415, 422, 429, 500, 503]
+    # 404: the body's `model` names no served embedding model (TEI's routes take one too).
+    embedding_errors = [400, 404, 413, 415, 422, 429, 500, 503]
     responses = {f"{shape}{status}": _error_response(status, shape)
                  for shape in (NATIVE, OPENAI, COHERE) for status in ERRORS_BY_STATUS}
 
@@ -159,14 +160,14 @@ def build(settings, schemas, model_id: str) -> dict:
     openai_op = op("Embed texts or token ids (OpenAI's shape)",
                    _json_ok("The vectors.", {"$ref": "#/components/schemas/OpenAIEmbeddingResponse"},
                             _TIMING_HEADERS),
-                   embedding_errors + [404], shape=OPENAI, body="OpenAIEmbeddingRequest")
+                   embedding_errors, shape=OPENAI, body="OpenAIEmbeddingRequest")
     embed_op = op("Embed texts (text-embeddings-inference's shape)",
                   _json_ok("The vectors.", {"$ref": "#/components/schemas/EmbedResponse"}, _TIMING_HEADERS),
                   embedding_errors, body="EmbedRequest")
-    parse_errors = [400, 413, 415, 422, 500]
+    parse_errors = [400, 404, 413, 415, 422, 500]
     models_op = op("The served models, with their kind (OpenAI's model list)",
                    _json_ok("Every model.", {"$ref": "#/components/schemas/ModelList"}), [500], shape=OPENAI)
-    rerank_errors = embedding_errors + [404]
+    rerank_errors = embedding_errors
     model_op = op("The served model by name (OpenAI's model object)",
                   _json_ok("The model.", {"$ref": "#/components/schemas/Model"}), [404, 500], shape=OPENAI)
     model_op["parameters"] = [{"name": "model", "in": "path", "required": True,
@@ -174,7 +175,7 @@ def build(settings, schemas, model_id: str) -> dict:
                                "schema": {"type": "string", "enum": sorted(schemas.model_names)}}]
     paths = {
         "/": {"get": op('Encode "this is a test", as the original Flask benchmark did',
-                        _text_ok("Always `ok`.", {"type": "string", "const": "ok"}), [429, 500, 503]),
+                        _text_ok("Always `ok`.", {"type": "string", "const": "ok"}), [404, 429, 500, 503]),
               "post": op("text-embeddings-inference's base route: /embed's request, or /similarity's "
                          "(`inputs` an object), answered as that route answers it",
                          _json_ok("The vectors, or the similarity scores.", {"oneOf": [

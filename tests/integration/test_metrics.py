@@ -123,8 +123,11 @@ scrape_configs:
             time.sleep(0.5)
         assert total == N
         samples = scrape(loaded_server)  # no /embed traffic since: the buckets are what Prometheus holds
-        buckets = [(float(dict(ls)["le"]), v) for (n, ls), v in samples.items()
-                   if n == "embedder_request_duration_seconds_bucket" and dict(ls)["route"] == "/embed"]
+        summed: dict[float, float] = {}  # by le over the route's series (one per model label), as `sum by (le)`
+        for (n, ls), v in samples.items():
+            if n == "embedder_request_duration_seconds_bucket" and dict(ls)["route"] == "/embed":
+                summed[float(dict(ls)["le"])] = summed.get(float(dict(ls)["le"]), 0.0) + v
+        buckets = list(summed.items())
         for q in (0.5, 0.99):
             got = query(f'histogram_quantile({q}, sum by (le) '
                         f'(embedder_request_duration_seconds_bucket{{route="/embed"}}))')

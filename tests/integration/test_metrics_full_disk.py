@@ -85,4 +85,4 @@ def embed_count(srv) -> float | None:
     if r.status_code != 200:
         return None
     return sum(s.value for f in text_string_to_metric_families(r.text) for s in f.samples
-               if s.name == "embedder_requests_total" and s.labels == {"route": "/embed", "code": "200"})
+               if s.name == "embedder_requests_total" and (s.labels["route"], s.labels["code"]) == ("/embed", "200"))
