@@ -20,19 +20,27 @@ from pathlib import Path
 PREFIX = "EMBEDDER_"
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: Inference backends (EMBEDDER_BACKEND) and weight formats (EMBEDDER_QUANTIZE).
-BACKENDS = ("onnx", "torch")
+#: Inference backends (EMBEDDER_BACKEND) and numeric precisions (EMBEDDER_PRECISION).
+BACKENDS = ("onnx", "torch", "openvino")
+PRECISIONS = ("float32", "bfloat16", "int8")
+#: The precisions each backend runs (float32, the default, everywhere): int8 is ONNX Runtime's
+#: dynamic quantization, bfloat16 OpenVINO's on a CPU with native bf16.
+BACKEND_PRECISIONS = {"onnx": ("float32", "int8"), "torch": ("float32",), "openvino": ("float32", "bfloat16")}
+#: EMBEDDER_QUANTIZE, the older name of the one quantized precision: empty or int8.
 QUANTIZATIONS = ("", "int8")
+#: A precision's suffix in a backend label.
+PRECISION_LABELS = {"float32": "", "bfloat16": "bf16", "int8": "int8"}
 
 
-def backend_label(backend: str, quantize: str = "") -> str:
-    """How /info, metrics and the benchmark name a backend: ``torch``, ``onnx``, ``onnx-int8``."""
-    return f"{backend}-{quantize}" if quantize else backend
+def backend_label(backend: str, precision: str = "float32") -> str:
+    """How /info, metrics and the benchmark name a backend: ``torch``, ``onnx``, ``onnx-int8``,
+    ``openvino``, ``openvino-bf16``. ``precision`` may be EMBEDDER_QUANTIZE's empty or ``int8``."""
+    suffix = PRECISION_LABELS[precision or "float32"]
+    return f"{backend}-{suffix}" if suffix else backend
 
 
-#: Every valid backend label and the (EMBEDDER_BACKEND, EMBEDDER_QUANTIZE) that select it.
-BACKEND_LABELS = {backend_label(b, q): (b, q) for b in BACKENDS for q in QUANTIZATIONS
-                  if not q or b == "onnx"}
+#: Every valid backend label and the (EMBEDDER_BACKEND, EMBEDDER_PRECISION) that select it.
+BACKEND_LABELS = {backend_label(b, p): (b, p) for b in BACKENDS for p in BACKEND_PRECISIONS[b]}
 
 
 # -- the CPU budget ---------------------------------------------------------------------------------
@@ -190,11 +198,18 @@ class Settings:
     trust_remote_code: bool = setting(False, "let a model run code of its own (a custom module in "
                                              "`modules.json`, an `auto_map` class), as sentence-transformers' "
                                              "`trust_remote_code`; off, such a model is refused at start")
-    backend: str = setting("onnx", "inference backend: `onnx` (ONNX Runtime) or `torch` (PyTorch); "
-                                   "same vectors, see [ONNX Runtime backend](#onnx-runtime-backend)",
+    backend: str = setting("onnx", "inference backend: `onnx` (ONNX Runtime), `torch` (PyTorch) or `openvino` "
+                                   "(OpenVINO, the onnx backend's exported graph); same vectors, see "
+                                   "[ONNX Runtime backend](#onnx-runtime-backend) and "
+                                   "[OpenVINO](docs/how-it-works.md#openvino-backend)",
                            check=one_of(*BACKENDS))
-    quantize: str = setting("", "`int8`: dynamic int8 weights, per channel (onnx only)",
-                            check=one_of(*QUANTIZATIONS), shown="empty (float32)")
+    precision: str = setting("float32", "numeric precision: `float32`; `bfloat16` (openvino only, on a CPU "
+                                        "with native bf16: `avx512_bf16` or `amx_bf16`, refused at start "
+                                        "elsewhere); `int8`: dynamic int8 weights, per channel (onnx only); each "
+                                        "passes a [fidelity gate](docs/how-it-works.md#openvino-backend)",
+                             check=one_of(*PRECISIONS))
+    quantize: str = setting("", "`int8`: the same as `EMBEDDER_PRECISION=int8` (its older name, still read)",
+                            check=one_of(*QUANTIZATIONS), shown="empty")
     cache_dir: str = setting("", "where exported, quantized and serving-form (shared-weights) ONNX "
                                  "files are kept; must be writable",
                              shown="`~/.cache/embedder`")
@@ -252,8 +267,19 @@ class Settings:
                 raise ValueError(f"{PREFIX}MODELS lists the models (with their names); {PREFIX}MODEL, "
                                  f"{PREFIX}MODEL_ID and {PREFIX}REVISION are for one model alone: unset them")
             self.model_specs()  # refuses a malformed list now
-        if self.quantize and self.backend != "onnx":
-            raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r} needs {PREFIX}BACKEND=onnx")
+        named = (f"{PREFIX}QUANTIZE={self.quantize!r}" if self.quantize
+                 else f"{PREFIX}PRECISION={self.precision!r}")
+        if self.quantize:  # the older name of EMBEDDER_PRECISION=int8
+            if self.precision not in ("float32", self.quantize):
+                raise ValueError(f"{PREFIX}QUANTIZE={self.quantize!r} and {PREFIX}PRECISION={self.precision!r} "
+                                 f"disagree: set {PREFIX}PRECISION alone")
+            object.__setattr__(self, "precision", self.quantize)
+        elif self.precision == "int8":
+            object.__setattr__(self, "quantize", "int8")  # for readers of the older name
+        if self.precision not in BACKEND_PRECISIONS[self.backend]:
+            runs = [b for b in BACKENDS if self.precision in BACKEND_PRECISIONS[b]]
+            raise ValueError(f"{named} needs {PREFIX}BACKEND={' or '.join(runs)} ({PREFIX}BACKEND="
+                             f"{self.backend} runs {', '.join(BACKEND_PRECISIONS[self.backend])})")
 
     # -- reading ------------------------------------------------------------------------------
     @classmethod
@@ -278,7 +304,7 @@ class Settings:
     # -- derived values -----------------------------------------------------------------------
     @property
     def backend_label(self) -> str:
-        return backend_label(self.backend, self.quantize)
+        return backend_label(self.backend, self.precision)
 
     def layout(self, workers: int | None = None) -> WorkerLayout:
         """Workers and threads per worker; ``workers`` is the count really running (Gunicorn's

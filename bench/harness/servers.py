@@ -281,10 +281,11 @@ def start_embedder(backend: str, workers: int, threads: int | None, http_threads
     """One benchmark row's server; its /info must report the backend asked for."""
     from embedder.config import BACKEND_LABELS
 
-    name, quantize = BACKEND_LABELS[backend]
-    # Both set, always: the user's own EMBEDDER_BACKEND / EMBEDDER_QUANTIZE must not leak in.
-    # No API key: wrk and the probes send none, and the benchmark measures the open service.
-    env = {"EMBEDDER_BACKEND": name, "EMBEDDER_QUANTIZE": quantize, "EMBEDDER_THREADS": str(threads or 0),
+    name, precision = BACKEND_LABELS[backend]
+    # All set, always: the user's own EMBEDDER_BACKEND / EMBEDDER_PRECISION / EMBEDDER_QUANTIZE must
+    # not leak in. No API key: wrk and the probes send none, and the benchmark measures the open service.
+    env = {"EMBEDDER_BACKEND": name, "EMBEDDER_PRECISION": precision, "EMBEDDER_QUANTIZE": "",
+           "EMBEDDER_THREADS": str(threads or 0),
            "EMBEDDER_API_KEY": ""}
     if http_threads is not None:
         env["EMBEDDER_HTTP_THREADS"] = str(http_threads)

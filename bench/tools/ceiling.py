@@ -97,9 +97,9 @@ def measure(backend: str, set_name: str, processes: int, threads: int, batch_siz
     from embedder.model.load import load_model
     from embedder.model.source import resolve_model
 
-    name, quantize = BACKEND_LABELS[backend]
+    name, precision = BACKEND_LABELS[backend]
     # The servers' cache directory (EMBEDDER_CACHE_DIR), so that both read the same exported file.
-    settings = Settings(backend=name, quantize=quantize, cache_dir=os.environ.get("EMBEDDER_CACHE_DIR", ""))
+    settings = Settings(backend=name, precision=precision, cache_dir=os.environ.get("EMBEDDER_CACHE_DIR", ""))
     source = resolve_model(settings)
     model = load_model(source.path, source.model_id, settings.backend)
     runner = create_backend(settings, model)  # as in Gunicorn's master: built here, started per process

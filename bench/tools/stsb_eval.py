@@ -5,8 +5,10 @@ Sends the test split's unique sentences to ``POST /embed`` in requests of ``--ba
 all 1,379 pairs, so any backend or setting can be checked end to end (all-MiniLM-L6-v2 in torch
 scores 82.03, the published MTEB figure). A corpus-level score can hide a few broken vectors, so
 with ``--reference`` (e.g. a float32 server) it also compares every sentence's vector with the
-reference's: the fidelity gate asks for Spearman within 0.5 points of the reference's and every
-sentence at cosine >= 0.95 to its reference vector. Usage::
+reference's: the fidelity gate of the server's precision (:data:`GATES`, read from its /info backend
+label unless ``--precision`` says) asks for Spearman within so many points of the reference's and
+every sentence at so high a cosine to its reference vector (int8: 0.5 points and 0.95; bfloat16: 0.1
+and 0.999). Usage::
 
     python -m bench.tools.stsb_eval --url http://127.0.0.1:8000 [--reference http://127.0.0.1:8001] [--json]
 """
@@ -18,6 +20,7 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,28 +56,51 @@ def spearman_x100(pairs: list[tuple[float, str, str]], vectors: dict[str, np.nda
     return float(spearmanr(cosines, [gold for gold, _, _ in pairs]).statistic) * 100
 
 
-#: The fidelity gate for any precision other than the default float32 (README, tests/integration/test_accuracy.py).
-MAX_SPEARMAN_DROP = 0.5
-MIN_SENTENCE_COSINE = 0.95
+@dataclass(frozen=True)
+class Gate:
+    """The fidelity gate of one precision against the float32 reference: the most STS-B Spearman x100
+    may drop, and the least cosine any sentence's vector may keep to its reference vector."""
+
+    max_spearman_drop: float
+    min_sentence_cosine: float
 
 
-def fidelity(vectors: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
+#: The gate of each precision (EMBEDDER_PRECISION), declared once: README, docs/how-it-works.md and
+#: tests/integration/test_accuracy.py read it. float32 is another runtime's float32 (openvino
+#: against onnx): the same arithmetic up to summation order.
+GATES = {"float32": Gate(0.02, 0.9999), "bfloat16": Gate(0.1, 0.999), "int8": Gate(0.5, 0.95)}
+#: int8's, under its older names.
+MAX_SPEARMAN_DROP = GATES["int8"].max_spearman_drop
+MIN_SENTENCE_COSINE = GATES["int8"].min_sentence_cosine
+
+
+def precision_of(label: str | None) -> str:
+    """The precision a backend label (/info's ``backend``) names: ``onnx-int8`` int8, ``openvino-bf16``
+    bfloat16, anything else float32."""
+    from embedder.config import BACKEND_LABELS
+
+    return BACKEND_LABELS.get(label or "", ("", "float32"))[1]
+
+
+def fidelity(vectors: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+             min_cosine: float = MIN_SENTENCE_COSINE) -> dict:
     """Cosine of each sentence's vector to its reference vector: the worst, its sentence, and how
-    many fall below MIN_SENTENCE_COSINE."""
+    many fall below ``min_cosine``."""
     names = sorted(reference)
     a = np.stack([vectors[name] for name in names])
     b = np.stack([reference[name] for name in names])
     cosines = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     worst = int(np.argmin(cosines))
-    return {"worst_cosine": round(float(cosines[worst]), 4), "worst_sentence": names[worst],
-            "below_min_cosine": int((cosines < MIN_SENTENCE_COSINE).sum()),
+    return {"worst_cosine": round(float(cosines[worst]), 6), "worst_sentence": names[worst],
+            "below_min_cosine": int((cosines < min_cosine).sum()), "min_cosine": min_cosine,
             "mean_cosine": round(float(cosines.mean()), 5)}
 
 
 def evaluate(url: str, data: str | Path = DATA, batch: int = 64, concurrency: int = 2,
-             reference: str | None = None, keep_vectors: bool = False) -> dict:
+             reference: str | None = None, keep_vectors: bool = False, precision: str | None = None) -> dict:
     """The server's STS-B score; with ``reference`` (another server's URL) also the reference's
-    score and :func:`fidelity` against it, and whether the gate passes."""
+    score and :func:`fidelity` against it, and whether the gate of ``precision`` (default: the one
+    the server's backend label names) passes."""
     pairs = read_pairs(data)
     sentences = unique_sentences(data)
     info = requests.get(url.rstrip("/") + "/info", timeout=30).json()
@@ -93,9 +119,12 @@ def evaluate(url: str, data: str | Path = DATA, batch: int = 64, concurrency: in
         ref_info = requests.get(reference.rstrip("/") + "/info", timeout=30).json()
         result["reference"] = {"backend": ref_info.get("backend"),
                                "spearman_x100": round(spearman_x100(pairs, ref_vectors), 4)}
-        result["fidelity"] = fidelity(vectors, ref_vectors)
+        result["precision"] = precision or precision_of(info.get("backend"))
+        gate = GATES[result["precision"]]
+        result["gate"] = {"max_spearman_drop": gate.max_spearman_drop, "min_sentence_cosine": gate.min_sentence_cosine}
+        result["fidelity"] = fidelity(vectors, ref_vectors, gate.min_sentence_cosine)
         result["gate_passed"] = bool(
-            result["reference"]["spearman_x100"] - result["spearman_x100"] <= MAX_SPEARMAN_DROP
+            result["reference"]["spearman_x100"] - result["spearman_x100"] <= gate.max_spearman_drop
             and result["fidelity"]["below_min_cosine"] == 0)
     if keep_vectors:
         result["vectors"] = vectors
@@ -110,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2)")
     parser.add_argument("--reference", help="a reference server (e.g. float32) to compare every "
                                                 "sentence's vector with: the fidelity gate")
+    parser.add_argument("--precision", choices=list(GATES),
+                        help="whose fidelity gate applies (default: the precision of the server's backend)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    result = evaluate(args.url, args.data, args.batch, args.concurrency, args.reference)
+    result = evaluate(args.url, args.data, args.batch, args.concurrency, args.reference, precision=args.precision)
     if args.json:
         print(json.dumps(result))
     else:
@@ -123,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             ref, fid = result["reference"], result["fidelity"]
             print(f"reference ({ref['backend']}): Spearman x100 {ref['spearman_x100']:.2f}; cosine to the "
                   f"reference: worst {fid['worst_cosine']:.4f} ({fid['worst_sentence']!r}), mean "
-                  f"{fid['mean_cosine']:.5f}, {fid['below_min_cosine']} below {MIN_SENTENCE_COSINE}; gate "
+                  f"{fid['mean_cosine']:.5f}, {fid['below_min_cosine']} below {fid['min_cosine']}; "
+                  f"{result['precision']} gate "
                   f"{'passed' if result['gate_passed'] else 'FAILED'}")
     return 0 if result.get("gate_passed", True) else 1
 

@@ -7,6 +7,7 @@ from ..config import Settings
 from ..model.loaded import LoadedModel
 from .base import Backend
 from .onnx_backend import OnnxBackend
+from .openvino_backend import OpenVinoBackend
 from .torch_backend import TorchBackend
 
 
@@ -15,4 +16,7 @@ def create_backend(settings: Settings, model: LoadedModel) -> Backend:
     embedding model or a reranker alike."""
     if settings.backend == "torch":
         return TorchBackend(model)
-    return OnnxBackend(model, settings.resolved_cache_dir(), quantize=settings.quantize)
+    if settings.backend == "openvino":
+        return OpenVinoBackend(model, settings.resolved_cache_dir(), precision=settings.precision)
+    return OnnxBackend(model, settings.resolved_cache_dir(),
+                       quantize="int8" if settings.precision == "int8" else "")

@@ -18,7 +18,7 @@ onnxruntime there:
 
 Exporting, quantizing and preparing run in a child process (this module, with hidden flags), so
 the master never runs the model nor imports onnxruntime. Every file is written atomically. The
-session side is ``onnx_backend.py``.
+session side is ``onnx_backend.py``; ``openvino_backend.py`` reads the same source graph.
 
 ``python -m embedder.backends.onnx_export`` fills the cache ahead of time (e.g. in an image build).
 """
@@ -318,10 +318,12 @@ class OnnxFiles:
     prepared: bool
 
 
-def onnx_files(model: LoadedModel, cache_dir: Path, quantize: str = "", in_process: bool = False) -> OnnxFiles:
+def onnx_files(model: LoadedModel, cache_dir: Path, quantize: str = "", in_process: bool = False,
+               prepare: bool = True) -> OnnxFiles:
     """The float32 (or int8) graph for this model, shipped, cached or exported into the cache now,
     and its serving form, cached or prepared now (in child processes unless ``in_process``, so that a
-    server's master never imports torch or onnxruntime nor runs the model)."""
+    server's master never imports torch or onnxruntime nor runs the model). ``prepare=False``: the
+    source graph alone (what the openvino backend reads), no serving form made or looked for."""
     cache = Path(cache_dir) / "onnx"
     shipped = shipped_onnx(model.path)
     if shipped is not None:
@@ -352,6 +354,8 @@ def onnx_files(model: LoadedModel, cache_dir: Path, quantize: str = "", in_proce
             _atomic_write(int8, lambda tmp: (quantize_int8 if in_process else quantize_in_child)(fp32, tmp))
             log.info("quantized %s to int8 in %.1f s: %s", fp32.name, time.perf_counter() - began, int8)
         source = int8
+    if not prepare:
+        return OnnxFiles(source, source, False)
     serving = cache / f"{_slug(model.model_id)}-{serving_key(key)[:20]}-serving"
     if (serving / SERVING_GRAPH).is_file():
         log.info("using the cached serving form %s", serving)
@@ -395,7 +399,8 @@ def main(argv=None) -> None:
     except ModelUnavailable as why:
         raise SystemExit(str(why)) from None
     model = load_model(source.path, source.model_id, settings.backend)
-    files = onnx_files(model, settings.resolved_cache_dir(), settings.quantize, in_process=True)
+    files = onnx_files(model, settings.resolved_cache_dir(), settings.quantize, in_process=True,
+                       prepare=settings.backend == "onnx")
     print(files.serving)
 
 

@@ -246,7 +246,7 @@ def info():
         version=__version__,
         # text-embeddings-inference's /info fields, for clients that read them.
         model_sha=None,
-        model_dtype=s.quantize or "float32",
+        model_dtype=s.precision,
         served_model_name=first.model_id,
         model_type=model_type,
         max_concurrent_requests=layout.workers * s.http_threads,

@@ -28,7 +28,7 @@ log = logging.getLogger("embedder.model")
 def load_model(path: Path, model_id: str, backend: str, cache_dir: Path | None = None,
                trust_remote_code: bool = False) -> LoadedModel:
     """The model in directory ``path`` (never from a hub), named ``model_id``, an embedding model or
-    a reranker: from its files alone for the onnx backend, else (or when the files' loader does not
+    a reranker: from its files alone for the onnx and openvino backends, else (or when the files' loader does not
     reproduce the model's set-up) with sentence-transformers. A pipeline the onnx backend cannot run,
     a reranker rerank does not serve (``rerank.read_reranker``), or a model that runs code of its own
     (unless ``trust_remote_code``), raises UnsupportedModel naming what is not supported.
@@ -36,7 +36,7 @@ def load_model(path: Path, model_id: str, backend: str, cache_dir: Path | None =
     check_code(path, model_id, trust_remote_code)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if backend == "onnx":
+    if backend != "torch":  # onnx and openvino: the same torch-free files
         if cache_dir is None:
             cache_dir = Settings.from_env().resolved_cache_dir()
         try:

@@ -12,10 +12,20 @@ import pytest
 from bench.harness import stsb
 from bench.harness.servers import ROOT
 from bench.sweep.report import markdown, summarize
-from bench.sweep.run import BACKENDS, default_workers_list, limits_needed, machine_info, parse_args, plan, sweep
+from bench.sweep.run import (
+    BACKENDS,
+    DEFAULT_BACKENDS,
+    default_workers_list,
+    limits_needed,
+    machine_info,
+    parse_args,
+    plan,
+    sweep,
+)
 from bench.sweep.schema import SCHEMA_VERSION, Config, Limit, Machine, Memory, Results, Row, WrkRun
 from bench.sweep.workloads import GROUP_SIZES, WORKLOADS, joined_sentences, workload_sentences, write_bodies
 from bench.tools.ceiling import sorted_batches, token_stats
+from embedder.backends.openvino_backend import native_bf16
 from embedder.config import BACKEND_LABELS, Settings
 
 
@@ -91,11 +101,12 @@ def test_plan_runs_the_default_on_every_workload_and_the_rest_on_the_sweep_workl
 
 def test_sweep_resolves_auto_and_drops_duplicates():
     args = parse_args(["--workers", "1,2,4", "--threads", "auto,1,2"])
-    assert args.backends == list(BACKENDS) == list(BACKEND_LABELS)
+    assert list(BACKENDS) == [label for label in BACKEND_LABELS if label != "openvino-bf16" or native_bf16()]
+    assert args.backends == list(DEFAULT_BACKENDS) == ["onnx", "onnx-int8", "torch"]
     configs = sweep(args, cores=2)
     per_backend = [(1, 2), (1, 1), (2, 1), (2, 2), (4, 1), (4, 2)]
     assert [(c.backend, c.workers, c.threads) for c in configs] == [
-        (b, w, t) for b in BACKENDS for w, t in per_backend]
+        (b, w, t) for b in DEFAULT_BACKENDS for w, t in per_backend]
     # The default is what a server runs with no EMBEDDER_* set: config.py's backend, as many
     # workers as cores, 1 thread each.
     assert [(c.backend, c.workers, c.threads) for c in configs if c.default] == [

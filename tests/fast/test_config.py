@@ -26,7 +26,7 @@ def test_defaults_and_overrides():
 def test_every_setting_is_read_from_its_variable():
     """Each declared variable reaches its field (a typo in a declaration would show here)."""
     samples = {str: "/some/where", int: "5", float: "1.5", bool: "true"}
-    choices = {"backend": "torch", "quantize": "", "log_level": "debug",
+    choices = {"backend": "torch", "quantize": "", "precision": "float32", "log_level": "debug",
                "tls_cert": __file__, "tls_key": __file__}  # readable files, and only as a pair:
     partners = {"tls_cert": {"EMBEDDER_TLS_KEY": __file__}, "tls_key": {"EMBEDDER_TLS_CERT": __file__}}
     for spec in specs():
@@ -45,7 +45,8 @@ def test_the_old_threads_variable_still_works():
     ("METRICS_REQUIRE_KEY", "maybe", "not a boolean"), ("BACKEND", "tensorflow", "expected one of"),
     ("REQUEST_TIMEOUT", "-1", "more than 0"), ("REQUEST_TIMEOUT", "0", "more than 0"),
     ("WORKERS", "-2", "at least 0"), ("TORCH_THREADS", "x", "TORCH_THREADS"),
-    ("LOG_LEVEL", "loud", "expected one of"), ("QUANTIZE", "int4", "expected one of")])
+    ("LOG_LEVEL", "loud", "expected one of"), ("QUANTIZE", "int4", "expected one of"),
+    ("PRECISION", "float16", "expected one of")])
 def test_bad_values_are_refused_with_the_variable_name(name, value, error):
     with pytest.raises(ValueError, match="EMBEDDER_") as info:
         Settings.from_env({"EMBEDDER_" + name: value})
@@ -63,8 +64,14 @@ def test_rules_hold_for_settings_built_in_code_too():
 
 
 def test_backend_labels():
-    assert config.BACKEND_LABELS == {"onnx": ("onnx", ""), "onnx-int8": ("onnx", "int8"), "torch": ("torch", "")}
+    assert config.BACKEND_LABELS == {"onnx": ("onnx", "float32"), "onnx-int8": ("onnx", "int8"),
+                                     "torch": ("torch", "float32"), "openvino": ("openvino", "float32"),
+                                     "openvino-bf16": ("openvino", "bfloat16")}
     assert Settings().backend_label == "onnx" and Settings(quantize="int8").backend_label == "onnx-int8"
+    assert Settings(precision="int8").backend_label == "onnx-int8"
+    assert Settings(backend="openvino").backend_label == "openvino"
+    assert Settings(backend="openvino", precision="bfloat16").backend_label == "openvino-bf16"
+    assert config.backend_label("onnx", "") == "onnx" and config.backend_label("onnx", "int8") == "onnx-int8"
 
 
 def fake_cgroup(monkeypatch, files: dict):
@@ -131,15 +138,33 @@ def test_tls_needs_both_readable_files(tmp_path):
                                        ({"BACKEND": "onnx", "QUANTIZE": "int4"}, "EMBEDDER_QUANTIZE"),
                                        ({"QUANTIZE": "int8"}, None),  # onnx is the default
                                        ({"BACKEND": "torch", "QUANTIZE": "int8"},
-                                        "needs EMBEDDER_BACKEND=onnx")])
+                                        "needs EMBEDDER_BACKEND=onnx"),
+                                       ({"PRECISION": "int8"}, None),
+                                       ({"PRECISION": "int8", "QUANTIZE": "int8"}, None),
+                                       ({"BACKEND": "openvino"}, None),
+                                       ({"BACKEND": "openvino", "PRECISION": "float32"}, None),
+                                       ({"BACKEND": "openvino", "PRECISION": "bfloat16"}, None),
+                                       ({"BACKEND": "openvino", "PRECISION": "int8"},
+                                        "EMBEDDER_PRECISION='int8' needs EMBEDDER_BACKEND=onnx"),
+                                       ({"BACKEND": "openvino", "QUANTIZE": "int8"},
+                                        "EMBEDDER_QUANTIZE='int8' needs EMBEDDER_BACKEND=onnx"),
+                                       ({"PRECISION": "bfloat16"}, "needs EMBEDDER_BACKEND=openvino"),
+                                       ({"BACKEND": "torch", "PRECISION": "bfloat16"},
+                                        "needs EMBEDDER_BACKEND=openvino"),
+                                       ({"PRECISION": "bfloat16", "QUANTIZE": "int8"}, "disagree"),
+                                       ({"BACKEND": "tensorflow"}, "expected one of")])
 def test_backend_settings(env, error):
+    """EMBEDDER_PRECISION picks the precision each backend runs; EMBEDDER_QUANTIZE=int8, its older
+    name, still selects int8 (and reads back as both)."""
     environ = {"EMBEDDER_" + name: value for name, value in env.items()}
     if error:
         with pytest.raises(ValueError, match=error):
             Settings.from_env(environ)
     else:
         settings = Settings.from_env(environ)
-        assert (settings.backend, settings.quantize) == (env.get("BACKEND", "onnx"), env.get("QUANTIZE", ""))
+        int8 = "int8" in (env.get("QUANTIZE"), env.get("PRECISION"))
+        assert (settings.backend, settings.precision, settings.quantize) == (
+            env.get("BACKEND", "onnx"), "int8" if int8 else env.get("PRECISION", "float32"), "int8" if int8 else "")
 
 
 def test_cache_dir_default_and_override(tmp_path):
