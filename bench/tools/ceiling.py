@@ -90,6 +90,34 @@ def _process(runner, model, batches, threads: int, offset: int, seconds: float, 
         barrier.abort()
 
 
+def gather(children: list, results, count: int, deadline: float) -> dict:
+    """``count`` results ``(run, value)`` from forked ``children`` through the ``results`` queue, by
+    run; raises if a child dies, reports an error, or none answers by ``deadline`` (monotonic).
+    The children are joined (killed if they hang) whatever happens."""
+    values: dict = {}
+    try:
+        for _ in range(count):
+            while True:
+                try:
+                    run, value = results.get(timeout=1)
+                    break
+                except queues.Empty:
+                    dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+                    if dead:
+                        raise RuntimeError(f"a process died (exit {dead[0]})") from None
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("a process gave no result in time") from None
+            if run == "error":
+                raise RuntimeError(value)
+            values.setdefault(run, []).append(value)
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+    return values
+
+
 def measure(backend: str, set_name: str, processes: int, threads: int, batch_size: int,
             seconds: float, repeat: int) -> Limit:
     from embedder.backends import create_backend
@@ -118,28 +146,7 @@ def measure(backend: str, set_name: str, processes: int, threads: int, batch_siz
                 for i in range(processes)]
     for child in children:
         child.start()
-    rates: dict[int, list[float]] = {}
-    deadline = time.monotonic() + 600 + repeat * seconds * 3
-    try:
-        for _ in range(processes * repeat):
-            while True:
-                try:
-                    run, rate = results.get(timeout=1)
-                    break
-                except queues.Empty:
-                    dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
-                    if dead:
-                        raise RuntimeError(f"a process died (exit {dead[0]})") from None
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("a process gave no result in time") from None
-            if run == "error":
-                raise RuntimeError(rate)
-            rates.setdefault(run, []).append(rate)
-    finally:
-        for child in children:
-            child.join(timeout=30)
-            if child.is_alive():
-                child.kill()
+    rates = gather(children, results, processes * repeat, time.monotonic() + 600 + repeat * seconds * 3)
     limit.add([round(sum(rates[run]), 2) for run in sorted(rates)])
     return limit
 

@@ -41,7 +41,6 @@ import json
 import math
 import multiprocessing
 import os
-import queue as queues
 import random
 import re
 import shlex
@@ -68,7 +67,7 @@ from ..harness.reranker import bench_reranker, weights_bytes  # noqa: E402
 from ..harness.servers import ROOT, Gunicorn  # noqa: E402
 from ..sweep.schema import Workload  # noqa: E402
 from ..sweep.workloads import WORKLOADS, WrkOptions, joined_sentences, run_wrk, write_bodies  # noqa: E402
-from .ceiling import sorted_batches, token_stats  # noqa: E402
+from .ceiling import gather, sorted_batches, token_stats  # noqa: E402
 
 #: Results of this tool: bench/results/models/<YYYY-MM-DD>-<name>/{results.json,README.md}.
 RESULTS_DIR = ROOT / "bench" / "results" / "models"
@@ -550,28 +549,7 @@ def limit_child(spec: dict) -> dict:
                 for i in range(processes)]
     for child in children:
         child.start()
-    rates: dict[int, list[float]] = {}
-    deadline = time.monotonic() + 600 + repeat * spec["seconds"] * 3
-    try:
-        for _ in range(processes * repeat):
-            while True:
-                try:
-                    run, rate = results.get(timeout=1)
-                    break
-                except queues.Empty:
-                    dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
-                    if dead:
-                        raise RuntimeError(f"a process died (exit {dead[0]})") from None
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("a process gave no result in time") from None
-            if run == "error":
-                raise RuntimeError(rate)
-            rates.setdefault(run, []).append(rate)
-    finally:
-        for child in children:
-            child.join(timeout=30)
-            if child.is_alive():
-                child.kill()
+    rates = gather(children, results, processes * repeat, time.monotonic() + 600 + repeat * spec["seconds"] * 3)
     runs = [round(sum(rate for rate, _ in rates[run]), 1) for run in sorted(rates)]
     cores = [round(sum(used for _, used in rates[run]), 2) for run in sorted(rates)]
     serving = Path(runner.serving)
