@@ -18,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from itertools import islice
 
 import numpy as np
@@ -125,8 +124,6 @@ class Batcher:
         self._queued_tokens = 0
         #: Whether this queue is in the scheduler's line of models (kept by the scheduler).
         self.in_line = False
-        #: Its recent passes' mean time (ms): what one turn of this model costs the others.
-        self.pass_ms = 0.0
         self._metrics = _Metrics(model)
 
     # -- lifecycle (the worker's scheduler) ------------------------------------------------------
@@ -302,12 +299,8 @@ class Batcher:
             depth += 1
             deep = [job for job in deep if len(job.pending) > depth]
         order = sorted(range(len(window)), key=lambda i: len(window[i].ids))
-        cost = self.cost.model
-        others = self.scheduler.others_turn_ms(self)
-        if others:  # each more pass also waits for a turn of every other model with work
-            cost = replace(cost, fixed=cost.fixed + others)
-        ends = split([len(window[i].ids) for i in order], cost, self.max_batch_size, self.max_batch_tokens,
-                     MAX_PASS_MS + others)
+        ends = split([len(window[i].ids) for i in order], self.cost.model,
+                     self.max_batch_size, self.max_batch_tokens, MAX_PASS_MS)
         position = order.index(0)
         begin = 0
         for end in ends:
@@ -359,7 +352,6 @@ class Batcher:
         finally:
             scheduler.busy_since = None
         took = time.perf_counter() - began
-        self.pass_ms += 0.2 * (took * 1000 - self.pass_ms)
         longest = max(len(ids) for ids in batch)
         padded = longest * len(batch)
         if error is None:

@@ -80,13 +80,6 @@ class Scheduler:
         others = [other for other in self.queues if other is not queue and other.has_work()]
         return sum(min(other.queued_seconds(), passes * other.pass_seconds()) for other in others)
 
-    def others_turn_ms(self, queue) -> float:
-        """What one turn of every other model with work costs now (ms, by their recent passes): what
-        ``queue`` splitting its inputs into one more pass makes them wait, since the models take
-        turns pass by pass (so a request of many inputs is not cut into more passes than it is
-        worth while another model keeps the worker busy)."""
-        return sum(other.pass_ms for other in self.queues if other is not queue and other.has_work())
-
     # -- the thread ----------------------------------------------------------------------------------
     def _next(self):
         """The queue whose turn it is and its planned pass (called with the lock held)."""

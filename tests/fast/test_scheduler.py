@@ -155,32 +155,3 @@ def test_failing_the_worker_fails_every_models_requests(world):
             future.result(WAIT)
     with pytest.raises(Unavailable):
         queues["b"].submit([[3]], WAIT)
-
-
-def test_a_model_cuts_a_request_into_fewer_passes_while_another_model_has_work(world):
-    """Alone, inputs of very different lengths run in passes by length; while the other model has
-    work each more pass also waits for its turn, so they run in fewer passes."""
-    log, scheduler, queues, pool = world
-    per_token = CostModel(fixed=1.0, per_token=0.05)
-    queues["b"].cost = OnlineCost(model=per_token, refit_every=0)
-    mixed = [[1] * 4, [2] * 4, [3] * 120, [4] * 120]
-
-    def passes_of_b(busy_a: bool) -> list[int]:
-        log.passes.clear()
-        log.gate.clear()
-        log.entered.clear()
-        first = pool.submit(queues["a"].submit, [[9]], WAIT)  # holds the worker
-        assert log.entered.wait(WAIT)
-        waiting = [pool.submit(queues["a"].submit, [[i]], WAIT) for i in range(6)] if busy_a else []
-        request = pool.submit(queues["b"].submit, mixed, WAIT)
-        _queued(scheduler, len(mixed) + len(waiting))
-        log.gate.set()
-        assert len(request.result(WAIT).vectors) == len(mixed)
-        for future in [first, *waiting]:
-            future.result(WAIT)
-        return [size for name, size in log.passes if name == "b"]
-
-    queues["a"].pass_ms = 30.0  # a's recent passes: what one of its turns costs b
-    assert passes_of_b(busy_a=False) == [2, 2]  # short ones together, long ones together
-    queues["a"].pass_ms = 30.0
-    assert passes_of_b(busy_a=True) == [4]  # one pass: a second would wait for a's turn too
