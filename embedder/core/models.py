@@ -37,18 +37,22 @@ class DuplicateName(ValueError):
     """Two configured models would be served under one name."""
 
 
+def check_names(names: list[str]) -> None:
+    """DuplicateName when two models would be served under one name (checked before loading)."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DuplicateName(f"two models would be served as {', '.join(map(repr, twice))}: give each its "
+                            "own name (name=model in EMBEDDER_MODELS)")
+
+
 class ServedModels:
     def __init__(self, settings: Settings, services: list[ModelService]):
         if not services:
             raise ValueError("a server serves at least one model")
         self.settings = settings
         #: Served name -> service, in the configured order.
-        self.services: dict[str, ModelService] = {}
-        for service in services:
-            if service.model_id in self.services:
-                raise DuplicateName(f"two models are served as {service.model_id!r}: give each its own name "
-                                 "(name=model in EMBEDDER_MODELS)")
-            self.services[service.model_id] = service
+        check_names([service.model_id for service in services])
+        self.services: dict[str, ModelService] = {service.model_id: service for service in services}
         schedulers = {id(service.batcher.scheduler) for service in services}
         if len(schedulers) != 1:
             raise ValueError("the models of one server must share one scheduler")
@@ -56,7 +60,7 @@ class ServedModels:
         #: The first model of each kind: what a request that names none gets.
         self._first = {kind: self.of_kind(kind)[0] for kind in NOUNS if self.of_kind(kind)}
         #: When this server loaded its models (in the master, so every worker says the same).
-        self.created = min(service.created for service in services)
+        self.created = int(time.time())
         self.layout = settings.layout()
         self.ready = False
         self.started_pid: int | None = None
@@ -107,7 +111,6 @@ class ServedModels:
             return
         self.layout = self.settings.layout(workers)
         for service in self.services.values():
-            service.layout = self.layout
             took = service.prepare_worker(self.layout.threads)
             log.info("worker %d: %s %s ready: %d threads, warm-up %.0f ms, pass cost (ms) %s", os.getpid(),
                      service.kind, service.model_id, self.layout.threads, took,

@@ -88,8 +88,6 @@ class ModelService:
                              dimension=model.dimension, vocab_size=model.vocab_size,
                              max_input_tokens=model.max_input_tokens, prompts=dict(model.prompts),
                              max_documents=settings.max_documents)
-        #: When this server loaded its model (in the master, so every worker says the same).
-        self.created = int(time.time())
         self.batcher = Batcher(backend.forward, dimension=model.dimension,
                                max_batch_size=settings.max_batch_size,
                                max_batch_tokens=settings.max_batch_tokens,

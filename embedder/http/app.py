@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections import Counter
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
@@ -18,7 +17,7 @@ from metrics import definitions as m
 
 from ..backends import create_backend
 from ..config import Settings
-from ..core.models import DuplicateName, ServedModels
+from ..core.models import DuplicateName, ServedModels, check_names
 from ..core.rerank import RerankService
 from ..core.scheduler import Scheduler
 from ..core.service import EmbeddingService
@@ -47,11 +46,7 @@ def build_models(settings: Settings) -> ServedModels:
         scheduler = Scheduler(settings.max_queued_inputs, settings.max_queued_tokens)
         services = []
         sources = resolve_models(settings)
-        names = Counter(source.model_id for source in sources)
-        twice = sorted(name for name, count in names.items() if count > 1)
-        if twice:  # before loading anything
-            raise DuplicateName(f"two models would be served as {', '.join(map(repr, twice))}: give each its "
-                                "own name (name=model in EMBEDDER_MODELS)")
+        check_names([source.model_id for source in sources])  # before loading anything
         for source in sources:
             model = load_model(source.path, source.model_id, settings.backend, settings.resolved_cache_dir(),
                                settings.trust_remote_code)

@@ -209,7 +209,7 @@ def _model_info(service: ModelService) -> ModelInfo:
         normalized_by_model=model.ends_with_normalize,
         prompts=sorted(model.prompts),
         default_prompt_name=model.default_prompt_name,
-        activation=getattr(model, "activation", "") or None,
+        activation=model.activation or None,
         loaded_with=model.loaded_with,
         loader_note=model.loader_note or None,
         backend=service.backend.name,

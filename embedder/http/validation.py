@@ -73,10 +73,9 @@ def refuse_token_ids(data: dict, allowed: bool) -> None:
 
 
 def parse_openai(data: dict, schemas: Schemas) -> tuple[EmbedRequest, str]:
-    """``POST /v1/embeddings``: OpenAI's request shape. Token ids are refused unless the settings
-    say they are the model's own (``model`` chose the model before: ``routing.py``). Returns the
-    core's request and the ``encoding_format`` asked for."""
-    refuse_token_ids(data, schemas.openai_token_ids)
+    """``POST /v1/embeddings``: OpenAI's request shape, once :func:`refuse_token_ids` has let it
+    through and ``model`` has chosen the model (``routing.py``). Returns the core's request and the
+    ``encoding_format`` asked for."""
     body = schemas.parse(OpenAIEmbeddingRequest, data)
     request = EmbedRequest(dimensions=body.dimensions)
     if isinstance(body.input, list) and body.input and isinstance(body.input[0], list):

@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+from raw_http import exchange
+
 pytestmark = pytest.mark.integration
 SECRET = "sk-edge-9f31c2"
 
@@ -57,17 +59,7 @@ def test_a_chunked_body_over_the_limit_is_413(server):
 
 def _raw(server, request: bytes) -> tuple[int, dict, bytes]:
     """Send raw bytes, read the whole answer (Gunicorn closes after an error)."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
+    return exchange(server.port, request, timeout=30)
 
 
 @pytest.mark.parametrize("request_bytes,status,code", [

@@ -16,23 +16,13 @@ import pytest
 import requests
 
 from embedder.edge.worker import LINGER_BYTES, LINGER_SECONDS
+from raw_http import exchange
 
 pytestmark = pytest.mark.integration
 KEY = "edge-refusals-key"
 LIMIT = 4 * 1024 * 1024  # EMBEDDER_MAX_BODY_BYTES' default
 
 
-def _raw(port: int, request: bytes, timeout: float = 60) -> tuple[int, dict, bytes]:
-    """Send raw bytes, read the whole answer (each request here says Connection: close)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
 
 
 def _post(target: bytes, body: bytes, extra: bytes = b"") -> bytes:
@@ -136,23 +126,23 @@ def test_a_client_that_keeps_sending_is_closed_after_the_linger_bounds(keyed_ser
 
 def test_an_absolute_form_target_is_served_as_its_origin_form(server):
     body = json.dumps({"inputs": ["absolute form", "RFC 9112 section 3.2.2"]}).encode()
-    origin = _raw(server.port, _post(b"/embed", body))
-    absolute = _raw(server.port, _post(f"http://127.0.0.1:{server.port}/embed".encode(), body))
+    origin = exchange(server.port, _post(b"/embed", body))
+    absolute = exchange(server.port, _post(f"http://127.0.0.1:{server.port}/embed".encode(), body))
     assert origin[0] == absolute[0] == 200, absolute
     assert np.allclose(json.loads(absolute[2]), json.loads(origin[2]), atol=1e-6, rtol=0)
-    openai = _raw(server.port, _post(b"HTTPS://example.com/v1/embeddings", b'{"input": "x"}'))
+    openai = exchange(server.port, _post(b"HTTPS://example.com/v1/embeddings", b'{"input": "x"}'))
     assert openai[0] == 200 and json.loads(openai[2])["object"] == "list", openai
     for target in (b"http://localhost/health", b"http://localhost/health?probe=1"):
-        status, headers, answer = _raw(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: other\r\n"
+        status, headers, answer = exchange(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: other\r\n"
                                                    b"Connection: close\r\n\r\n")
         assert status == 200 and json.loads(answer) == {"status": "ok"}, answer
-    assert _raw(server.port, b"GET ftp://localhost/health HTTP/1.1\r\nHost: x\r\n"
+    assert exchange(server.port, b"GET ftp://localhost/health HTTP/1.1\r\nHost: x\r\n"
                              b"Connection: close\r\n\r\n")[0] == 404
 
 
 def test_an_absolute_form_target_leaves_no_secret_in_the_access_log(server):
     secret = "sk-absolute-51aa"
-    status, _, _ = _raw(server.port, f"GET http://user-{secret}:pw@127.0.0.1/health?api_key={secret} "
+    status, _, _ = exchange(server.port, f"GET http://user-{secret}:pw@127.0.0.1/health?api_key={secret} "
                                      "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     assert status == 200
     deadline = time.monotonic() + 10
@@ -177,7 +167,7 @@ WS = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r
     + b"Sec-WebSocket-Version: 13\r\n\r\n",
 ], ids=["v13", "v8", "bad-key", "on-a-route"])
 def test_a_websocket_upgrade_is_refused_in_json(server, request_bytes):
-    status, headers, body = _raw(server.port, request_bytes, timeout=15)
+    status, headers, body = exchange(server.port, request_bytes, timeout=15)
     assert status == 400, body
     assert headers["content-type"] == "application/json" and headers["connection"] == "close"
     answer = json.loads(body)
@@ -189,15 +179,15 @@ def test_other_upgrades_are_ignored_and_served_over_http_1_1(server):
     """``Upgrade: h2c`` (not offered) and an unknown token: the request is served as HTTP/1.1, as
     RFC 9110 section 7.8 allows. A POST that asks for WebSocket (not a handshake: RFC 6455 wants
     a GET) reaches the app, whose router refuses a WebSocket request on an HTTP route: 400, JSON."""
-    status, _, body = _raw(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+    status, _, body = exchange(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
                                         b"Connection: Upgrade, HTTP2-Settings, close\r\n"
                                         b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
     assert status == 200 and json.loads(body) == {"status": "ok"}
-    status, _, body = _raw(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: foo/2\r\n"
+    status, _, body = exchange(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: foo/2\r\n"
                                         b"Connection: Upgrade, close\r\n\r\n")
     assert status == 200 and json.loads(body) == {"status": "ok"}
     body = b'{"inputs": "x"}'
-    status, headers, answer = _raw(server.port, b"POST /embed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    status, headers, answer = exchange(server.port, b"POST /embed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                                                 b"Connection: Upgrade, close\r\nContent-Type: application/json\r\n"
                                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
     assert status == 400 and headers["content-type"] == "application/json", answer
