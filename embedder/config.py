@@ -178,6 +178,9 @@ class Settings:
                                   check=at_least(0, exclusive=True))
     body_min_rate: int = setting(1024, "bytes per second a slow body must keep up to earn more time",
                                  check=at_least(1))
+    send_timeout: float = setting(10.0, "seconds a response may wait for its client to take any of its "
+                                        "bytes (nginx's `send_timeout`); then the connection is closed",
+                                  check=at_least(0, exclusive=True))
     model: str = setting("", "the model: a hub model id (`name` or `org/name`, as text-embeddings-inference's "
                              "`--model-id`) or a local sentence-transformers model directory; a path that "
                              "exists is a directory, anything else shaped like `name` or `org/name` is a hub "
@@ -221,6 +224,10 @@ class Settings:
     max_queued_tokens: int = setting(65536, "most tokens waiting in one worker (8 full passes of the default "
                                             "`EMBEDDER_MAX_BATCH_TOKENS`); beyond it requests get 429",
                                      check=at_least(1))
+    arrival_wait: float = setting(0.0, "when a pass ends and requests are being tokenized in the worker, "
+                                       "how long the model waits for them to join the next pass, as a "
+                                       "fraction of the pass that ended (0 = never wait)",
+                                  check=at_least(0))
     request_timeout: float = setting(30.0, "seconds a request may wait for its vectors; then 503 and its "
                                            "inputs leave the queue", check=at_least(0, exclusive=True))
     stall_timeout: float = setting(60.0, "seconds one forward pass may run before the worker is declared "
@@ -230,6 +237,12 @@ class Settings:
                                        "input for the queue limits", check=at_least(1))
     max_input_chars: int = setting(20000, "most characters per input, or token ids per token-id input, "
                                           "checked before truncation (422 beyond)", check=at_least(1))
+    max_tokenize_tokens: int = setting(65536, "most tokens one `/tokenize` answer may hold (all its inputs, "
+                                              "special tokens included; counted while tokenizing, which stops "
+                                              "at the limit) and most token ids one `/decode` request may send "
+                                              "(422 beyond); the answers being built in one worker hold at most "
+                                              "`EMBEDDER_MAX_QUEUED_TOKENS` together (429 beyond)",
+                                       check=at_least(1))
     openai_token_ids: bool = setting(False, "take token-id input on `/v1/embeddings` as ids of the served "
                                             "model's own vocabulary; off: 422, since OpenAI clients that send "
                                             "ids (LangChain's default) send tiktoken's, of another vocabulary")

@@ -205,6 +205,7 @@ class Batcher:
                     raise Overloaded(f"server busy: about {ahead:.1f} s of work queued in this worker "
                                      f"with this request, more than its {timeout:g} s deadline; retry later")
             job.pending, job.mean_tokens = items, tokens / len(items)
+            scheduler.arrivals.arrived()
             self._jobs.append(job)
             self._count(len(items), tokens)
             scheduler.wake(self)

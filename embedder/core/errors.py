@@ -61,3 +61,16 @@ class QueryTooLong(InvalidInput):
                          f"model's limit of {limit} tokens per query-document pair; send a shorter query",
                          param="query")
         self.tokens, self.limit = tokens, limit
+
+
+class AnswerTooLarge(InvalidInput):
+    """A ``/tokenize`` answer would hold more tokens than one answer may, or a ``/decode`` request
+    sends more token ids than one may decode (``limit``). Found while tokenizing: ``tokens`` counts
+    the tokens of the first ``inputs`` of the request's ``of`` inputs, the one that crossed the
+    limit included (the rest are never tokenized). The HTTP layer words the message with the
+    setting's name."""
+
+    def __init__(self, tokens: int, limit: int, inputs: int, of: int, *, param: str):
+        super().__init__(f"'{param}' make more than the {limit} tokens one request may: its first {inputs} "
+                         f"of {of} make {tokens}", param=param)
+        self.tokens, self.limit, self.inputs, self.of = tokens, limit, inputs, of

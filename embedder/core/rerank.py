@@ -66,15 +66,20 @@ class RerankService(ModelService):
         """The documents ranked by their score against the query. Raises InputTooLong (a document,
         when truncation is off), QueryTooLong, Overloaded, TimedOut, Unavailable or ClientGone."""
         began = time.perf_counter()
-        try:
-            pairs = self.model.pair_ids(request.query, request.documents, request.truncate,
-                                        request.max_tokens_per_doc)
-        except TooManyTokens as exc:
-            raise InputTooLong(exc.index, exc.tokens, exc.limit) from None
-        except QueryTooLongForModel as exc:
-            raise QueryTooLong(exc.tokens, exc.limit) from None
-        tokenized = time.perf_counter()
-        result = self.batcher.submit(pairs, self.settings.request_timeout, gone)
+        # As an embedding request: admitted by its characters before tokenizing (embedder.core.service).
+        limit, query = self.model.max_input_tokens, len(request.query)
+        special = self.model.pair_template.special
+        estimate = sum(min(query + len(document) + special, limit) for document in request.documents)
+        with self.batcher.scheduler.arrivals.pending(len(request.documents), estimate):
+            try:
+                pairs = self.model.pair_ids(request.query, request.documents, request.truncate,
+                                            request.max_tokens_per_doc)
+            except TooManyTokens as exc:
+                raise InputTooLong(exc.index, exc.tokens, exc.limit) from None
+            except QueryTooLongForModel as exc:
+                raise QueryTooLong(exc.tokens, exc.limit) from None
+            tokenized = time.perf_counter()
+            result = self.batcher.submit(pairs, self.settings.request_timeout, gone)
         logits = result.vectors[:, 0]
         scores = logits if request.raw_scores else self.model.activate(logits)
         scores = np.asarray(scores, dtype=np.float32)

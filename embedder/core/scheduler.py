@@ -6,6 +6,11 @@ take turns, in a line like the one requests form inside a model's queue (``batch
 model at the front plans and runs its next pass, then goes to the back if it has more. So a burst
 for one model cannot starve another, and a lone request for an idle model waits at most for the
 pass in progress. Queue limits (inputs, tokens) are the worker's, over all its models.
+
+:class:`Arrivals` counts the requests being tokenized (accepted, inputs not queued yet): with
+``arrival_wait`` set, a model that falls free while some are waits for them, at most that fraction
+of the pass that just ended, so they join the next pass instead of the one after it. A request
+that arrives while the model is idle never waits.
 """
 
 from __future__ import annotations
@@ -13,14 +18,67 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
+
+from .errors import Overloaded
+
+
+class Arrivals:
+    """Requests of this worker whose inputs are being tokenized: accepted, not queued yet. Each
+    request thread counts once, from :meth:`pending` until its inputs are queued (``arrived``,
+    called by its queue's submit) or it ends without queuing. Each holds, meanwhile, the inputs
+    and tokens it was admitted with: an estimate made before tokenizing, so a full worker refuses
+    a request before it spends time and memory on its text."""
+
+    def __init__(self, scheduler: Scheduler):
+        self._scheduler = scheduler
+        self._cond = scheduler.cond
+        self._open = threading.local()
+        self.count = 0
+        #: What the requests being tokenized were admitted with (inputs, estimated tokens).
+        self.inputs = 0
+        self.tokens = 0
+
+    @contextmanager
+    def pending(self, inputs: int = 0, tokens: int = 0):
+        """Count this thread's request as arriving, admitted with ``inputs`` inputs of about
+        ``tokens`` tokens: Overloaded when, with what is queued and arriving, they would take the
+        worker past its queue limits (a request alone is always admitted)."""
+        with self._cond:
+            opened = not getattr(self._open, "value", False)
+            if opened:
+                self._scheduler.admit(inputs, tokens)
+                self._open.value = (inputs, tokens)
+                self.count += 1
+                self.inputs += inputs
+                self.tokens += tokens
+        try:
+            yield
+        finally:
+            if opened:
+                with self._cond:
+                    self.arrived()
+
+    def arrived(self) -> None:
+        """This thread's request has queued its inputs, or gives up (lock held)."""
+        held = getattr(self._open, "value", False)
+        if held:
+            self._open.value = False
+            self.count -= 1
+            self.inputs -= held[0]
+            self.tokens -= held[1]
+            self._cond.notify_all()
 
 
 class Scheduler:
-    def __init__(self, max_queued_inputs: int, max_queued_tokens: int):
+    def __init__(self, max_queued_inputs: int, max_queued_tokens: int, arrival_wait: float = 0.0):
         self.max_queued_inputs = max_queued_inputs
         self.max_queued_tokens = max_queued_tokens
         #: The one lock of the worker's queues (each model's queue waits on it too).
         self.cond = threading.Condition()
+        #: Requests being tokenized, and how long (fraction of a pass) a free model waits for them.
+        self.arrivals = Arrivals(self)
+        self.arrival_wait = arrival_wait
         #: Every model's queue, in the order they were registered.
         self.queues: list = []
         #: Queues with inputs waiting, in turn order (not the one whose pass runs now).
@@ -66,6 +124,20 @@ class Scheduler:
             self.queued_inputs = self.queued_tokens = 0
 
     # -- the queues' side (called with the lock held) ------------------------------------------------
+    def admit(self, inputs: int, tokens: int) -> None:
+        """Overloaded when ``inputs`` more inputs of ``tokens`` tokens would take what is queued
+        and arriving past the worker's limits; always admitted when nothing is (lock held)."""
+        held_inputs = self.queued_inputs + self.arrivals.inputs
+        held_tokens = self.queued_tokens + self.arrivals.tokens
+        if not held_inputs:
+            return
+        if held_inputs + inputs > self.max_queued_inputs:
+            raise Overloaded(f"server busy: {held_inputs} inputs already queued or being tokenized in this "
+                             "worker; retry shortly")
+        if held_tokens + tokens > self.max_queued_tokens:
+            raise Overloaded(f"server busy: about {held_tokens} tokens already queued or being tokenized in "
+                             f"this worker, about {tokens} more with this request; retry shortly")
+
     def wake(self, queue) -> None:
         """``queue`` has inputs waiting: put it in line if it is not (the queue whose pass runs
         now joins the line when its pass ends, behind whoever came meanwhile), and wake the thread."""
@@ -95,11 +167,21 @@ class Scheduler:
         self._current = queue
         return queue, queue.plan()
 
+    def _await_arrivals(self, seconds: float) -> None:
+        """After a pass: wait up to ``seconds`` for the requests being tokenized (lock held)."""
+        deadline = time.perf_counter() + seconds
+        while self.arrivals.count and self.broken is None:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            self.cond.wait(left)
+
     def _run(self) -> None:
         while True:
             with self.cond:
                 queue, items = self._next()
                 self.running_items = items
+            began = time.perf_counter()
             queue.run(items, self)
             with self.cond:
                 self.running_items = []
@@ -107,3 +189,5 @@ class Scheduler:
                 if queue.has_work() and not queue.in_line:  # to the back: the others' turns first
                     queue.in_line = True
                     self._line.append(queue)
+                if self.arrival_wait and self.arrivals.count:
+                    self._await_arrivals(self.arrival_wait * (time.perf_counter() - began))

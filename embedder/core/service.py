@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,8 +25,9 @@ from ..config import Settings
 from ..model.errors import TooManyTokens
 from .batch_plan import OnlineCost, probe
 from .batching import Batcher
-from .errors import InputTooLong
+from .errors import AnswerTooLarge, ClientGone, InputTooLong, TimedOut
 from .scheduler import Scheduler
+from .token_budget import WORKER
 
 log = logging.getLogger("embedder.service")
 
@@ -145,20 +148,65 @@ class EmbeddingService(ModelService):
         content = max(1, length - len(model.prefix_ids) - len(model.suffix_ids))
         return [*model.prefix_ids, *([token] * content), *model.suffix_ids]
 
-    def tokens(self, texts: list[str], add_special_tokens: bool,
-               prompt_name: str | None) -> list[tuple[str, list[tuple[int, str, bool, int, int]]]]:
+    @contextmanager
+    def tokens(self, texts: list[str], add_special_tokens: bool, prompt_name: str | None,
+               gone=None) -> Iterator[list[tuple[str, list[tuple[int, str, bool, int, int]]]]]:
         """Every token of each text (prompt first, if named), untruncated: pairs of the text as
-        tokenized and its tokens, ``(id, token, special, start, stop)`` with character offsets."""
+        tokenized and its tokens, ``(id, token, special, start, stop)`` with character offsets.
+        A context manager: the caller builds its answer inside the block, while the tokens count
+        against the worker's budget (``token_budget.py``).
+
+        Under the same limits as :meth:`embed`, checked after each text, so a request over a limit
+        stops there: AnswerTooLarge once the texts so far make more than EMBEDDER_MAX_TOKENIZE_TOKENS;
+        Overloaded when the worker's answers would hold more than EMBEDDER_MAX_QUEUED_TOKENS with
+        other requests' (a request alone is always let through); TimedOut past
+        EMBEDDER_REQUEST_TIMEOUT; ClientGone when ``gone()`` says the client left."""
+        settings = self.settings
+        deadline = time.monotonic() + settings.request_timeout
+        prompt = self.model.prompts[prompt_name] if prompt_name else ""
+        tokenizer = self.model.tokenizer
+        out, total = [], 0
+        with WORKER.hold(settings.max_queued_tokens) as hold:
+            for index, text in enumerate(texts):
+                text = prompt + text
+                tokens = tokenizer.tokens(text, add_special_tokens)
+                total += len(tokens)
+                if total > settings.max_tokenize_tokens:
+                    raise AnswerTooLarge(total, settings.max_tokenize_tokens, index + 1, len(texts), param="inputs")
+                hold.take(len(tokens))
+                out.append((text, tokens))
+                self._still_wanted(deadline, gone)
+            yield out
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool, gone=None) -> list[str]:
+        """The text of each list of token ids, as the tokenizer's decoder writes it. AnswerTooLarge
+        for more than EMBEDDER_MAX_TOKENIZE_TOKENS ids in all (so the answer is at most that many
+        tokens' text), checked first; then the worker's budget, the deadline and ``gone()`` as
+        :meth:`tokens` checks them."""
+        settings = self.settings
+        total = sum(len(row) for row in ids)
+        if total > settings.max_tokenize_tokens:
+            count = inputs = 0
+            while count <= settings.max_tokenize_tokens:  # where it crossed the limit, as /tokenize says
+                count += len(ids[inputs])
+                inputs += 1
+            raise AnswerTooLarge(count, settings.max_tokenize_tokens, inputs, len(ids), param="ids")
+        deadline = time.monotonic() + settings.request_timeout
         out = []
-        for text in texts:
-            if prompt_name:
-                text = self.model.prompts[prompt_name] + text
-            out.append((text, self.model.tokenizer.tokens(text, add_special_tokens)))
+        with WORKER.hold(settings.max_queued_tokens) as hold:
+            hold.take(total)
+            for row in ids:
+                out.append(self.model.tokenizer.decode(row, skip_special_tokens))
+                self._still_wanted(deadline, gone)
         return out
 
-    def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
-        """The text of each list of token ids, as the tokenizer's decoder writes it."""
-        return [self.model.tokenizer.decode(row, skip_special_tokens) for row in ids]
+    def _still_wanted(self, deadline: float, gone) -> None:
+        """Between two inputs of a /tokenize or /decode request: TimedOut past its deadline,
+        ClientGone once its client has left."""
+        if time.monotonic() > deadline:
+            raise TimedOut(f"request timed out: not done within {self.settings.request_timeout:g} s")
+        if gone is not None and gone():
+            raise ClientGone("the client closed its connection; its tokenizing stopped")
 
     def similarity(self, request: EmbedRequest, gone=None) -> tuple[list[float], Embeddings]:
         """The cosine similarity of the request's first text with each of the others, from one
@@ -168,11 +216,22 @@ class EmbeddingService(ModelService):
         vectors = result.vectors
         return (vectors[1:] @ vectors[0]).astype(float).tolist(), result
 
-    def embed(self, request: EmbedRequest, gone=None) -> Embeddings:
-        """Vectors of a validated request, in input order. Raises InputTooLong, Overloaded,
-        TimedOut, Unavailable or, when ``gone()`` says the client left while it waited,
-        ClientGone (``errors.py``)."""
-        began = time.perf_counter()
+    def _estimated_tokens(self, request: EmbedRequest) -> int:
+        """The request's tokens as known before tokenizing: a text's characters (prompt included)
+        plus the special tokens, at most the model's limit each (a token of these tokenizers
+        rarely spans less than one character; the exact count is checked again when queued)."""
+        model = self.model
+        prompt_name = request.prompt_name or model.default_prompt_name
+        extra = len(model.prefix_ids) + len(model.suffix_ids)
+        if request.texts is not None:
+            extra += len(model.prompts[prompt_name]) if prompt_name else 0
+            lengths = map(len, request.texts)
+        else:
+            lengths = map(len, request.token_ids)
+        limit = model.max_input_tokens
+        return sum(min(length + extra, limit) for length in lengths)
+
+    def _token_ids(self, request: EmbedRequest) -> list[list[int]]:
         texts = request.texts
         # A request that names no prompt gets the model's default, as sentence-transformers' encode does.
         prompt_name = request.prompt_name or self.model.default_prompt_name
@@ -180,12 +239,21 @@ class EmbeddingService(ModelService):
             prompt = self.model.prompts[prompt_name]
             texts = [prompt + text for text in texts]
         try:
-            ids = (self.model.token_ids(texts, request.truncate) if texts is not None
-                   else self.model.wrap_ids(request.token_ids, request.truncate))
+            return (self.model.token_ids(texts, request.truncate) if texts is not None
+                    else self.model.wrap_ids(request.token_ids, request.truncate))
         except TooManyTokens as exc:
             raise InputTooLong(exc.index, exc.tokens, exc.limit) from None
-        tokenized = time.perf_counter()
-        result = self.batcher.submit(ids, self.settings.request_timeout, gone)
+
+    def embed(self, request: EmbedRequest, gone=None) -> Embeddings:
+        """Vectors of a validated request, in input order. Raises InputTooLong, Overloaded,
+        TimedOut, Unavailable or, when ``gone()`` says the client left while it waited,
+        ClientGone (``errors.py``)."""
+        began = time.perf_counter()
+        # Admitted by an estimate before tokenizing, counted as arriving until its inputs are queued.
+        with self.batcher.scheduler.arrivals.pending(request.count, self._estimated_tokens(request)):
+            ids = self._token_ids(request)
+            tokenized = time.perf_counter()
+            result = self.batcher.submit(ids, self.settings.request_timeout, gone)
         vectors = result.vectors
         if request.dimensions:
             vectors = vectors[:, : request.dimensions]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from ..core.errors import (
+    AnswerTooLarge,
     ClientGone,
     EmbedderError,
     InputTooLong,
@@ -70,16 +71,19 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
     InvalidInput: ErrorKind(
         422, "validation", "invalid_request_error", "validation",
         "Well-formed JSON that breaks a rule: a missing field, a wrong type, an empty list or string, a "
-        "limit (EMBEDDER_MAX_INPUTS, EMBEDDER_MAX_INPUT_CHARS), `dimensions` out of range, an unknown "
+        "limit (EMBEDDER_MAX_INPUTS, EMBEDDER_MAX_INPUT_CHARS; on `/tokenize` and `/decode` "
+        "EMBEDDER_MAX_TOKENIZE_TOKENS, the tokens of the whole answer), `dimensions` out of range, an unknown "
         "`prompt_name`, a token id outside the vocabulary, token ids on the OpenAI route (unless "
         "EMBEDDER_OPENAI_TOKEN_IDS is set), or an input over the model's token limit with "
         "`truncate: false`. The message names the field."),
     Overloaded: ErrorKind(429, "overloaded", "rate_limit_error", "overloaded",
                           "This worker's queue is full (EMBEDDER_MAX_QUEUED_INPUTS), or the work queued "
-                          "in it would not finish within EMBEDDER_REQUEST_TIMEOUT; retry after "
-                          "`Retry-After` seconds.", {"Retry-After": "1"}),
+                          "in it would not finish within EMBEDDER_REQUEST_TIMEOUT; on `/tokenize` and "
+                          "`/decode`, the answers this worker is building hold EMBEDDER_MAX_QUEUED_TOKENS "
+                          "tokens with this one's; retry after `Retry-After` seconds.", {"Retry-After": "1"}),
     TimedOut: ErrorKind(503, "timeout", "server_error", "timeout",
-                        "Waited longer than EMBEDDER_REQUEST_TIMEOUT (`timeout`)."),
+                        "Waited (or, on `/tokenize` and `/decode`, took) longer than "
+                        "EMBEDDER_REQUEST_TIMEOUT (`timeout`)."),
     Unavailable: ErrorKind(503, "unavailable", "server_error", "unavailable",
                            "The worker is not serving: its batching thread died or hung; or, on `/metrics`, "
                            "the metrics directory is full or not writable (`unavailable`)."),
@@ -111,6 +115,15 @@ def message_of(error: BaseException) -> str:
     if isinstance(error, InputTooLong):  # only TEI's routes let a request refuse truncation
         return (f"'{param_of(error)}[{error.index}]' has {error.tokens} tokens, more than the model's "
                 f"{error.limit}; send truncate=true to cut it")
+    if isinstance(error, AnswerTooLarge):  # /tokenize's texts or /decode's lists of ids
+        decode = error.param == "ids"
+        what = (f"more than the {error.limit} token ids one request may send" if decode
+                else f"more than the {error.limit} tokens one answer may hold")
+        so_far = (f"its one {'list holds' if decode else 'input makes'} {error.tokens}" if error.of == 1 else
+                  f"its first {error.inputs} of {error.of} {'lists' if decode else 'inputs'} "
+                  f"{'hold' if decode else 'make'} {error.tokens}")
+        return (f"'{error.param}': {what} (EMBEDDER_MAX_TOKENIZE_TOKENS): {so_far}; send "
+                f"{'fewer ids' if decode else 'fewer or shorter inputs'}")
     return getattr(error, "message", None) or str(error)
 
 

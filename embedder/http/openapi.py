@@ -164,7 +164,6 @@ def build(settings, schemas, model_id: str) -> dict:
     embed_op = op("Embed texts (text-embeddings-inference's shape)",
                   _json_ok("The vectors.", {"$ref": "#/components/schemas/EmbedResponse"}, _TIMING_HEADERS),
                   embedding_errors, body="EmbedRequest")
-    parse_errors = [400, 404, 413, 415, 422, 500]
     models_op = op("The served models, with their kind (OpenAI's model list)",
                    _json_ok("Every model.", {"$ref": "#/components/schemas/ModelList"}), [500], shape=OPENAI)
     rerank_errors = embedding_errors
@@ -173,6 +172,21 @@ def build(settings, schemas, model_id: str) -> dict:
     model_op["parameters"] = [{"name": "model", "in": "path", "required": True,
                                "description": "A served model's name or the name's last part; another is 404.",
                                "schema": {"type": "string", "enum": sorted(schemas.model_names)}}]
+    # /tokenize and /decode: embedding's limits (deadline, 429), and one on the answer's tokens (422).
+    most = settings.max_tokenize_tokens
+    tokenize_op = op("The model's tokens of each text (text-embeddings-inference's shape)",
+                     _json_ok("The tokens.", {"$ref": "#/components/schemas/TokenizeResponse"}),
+                     embedding_errors, body="TokenizeRequest")
+    tokenize_op["description"] = (
+        f"At most {most} tokens in the whole answer, special tokens included (EMBEDDER_MAX_TOKENIZE_TOKENS): "
+        "more is 422, found while tokenizing. 429 when the answers this worker is building would hold more "
+        "than EMBEDDER_MAX_QUEUED_TOKENS tokens with this one's; 503 past EMBEDDER_REQUEST_TIMEOUT.")
+    decode_op = op("The text of token ids (text-embeddings-inference's shape)",
+                   _json_ok("The texts.", {"$ref": "#/components/schemas/DecodeResponse"}),
+                   embedding_errors, body="DecodeRequest")
+    decode_op["description"] = (
+        f"At most {most} token ids in all the lists together (EMBEDDER_MAX_TOKENIZE_TOKENS): more is 422. "
+        "429 and 503 as on /tokenize.")
     paths = {
         "/": {"get": op('Encode "this is a test", as the original Flask benchmark did',
                         _text_ok("Always `ok`.", {"type": "string", "const": "ok"}), [404, 429, 500, 503]),
@@ -187,12 +201,8 @@ def build(settings, schemas, model_id: str) -> dict:
                                    _json_ok("One score per sentence, in order.",
                                             {"$ref": "#/components/schemas/SimilarityResponse"}, _TIMING_HEADERS),
                                    embedding_errors, body="SimilarityRequest")},
-        "/tokenize": {"post": op("The model's tokens of each text (text-embeddings-inference's shape)",
-                                 _json_ok("The tokens.", {"$ref": "#/components/schemas/TokenizeResponse"}),
-                                 parse_errors, body="TokenizeRequest")},
-        "/decode": {"post": op("The text of token ids (text-embeddings-inference's shape)",
-                               _json_ok("The texts.", {"$ref": "#/components/schemas/DecodeResponse"}),
-                               parse_errors, body="DecodeRequest")},
+        "/tokenize": {"post": tokenize_op},
+        "/decode": {"post": decode_op},
         "/rerank": {"post": op("Score texts against a query (text-embeddings-inference's shape); a body "
                                "with `documents` instead of `texts` is answered as /v1/rerank",
                                _json_ok("One item per text, best first; or /v1/rerank's answer.", {"oneOf": [

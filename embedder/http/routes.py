@@ -137,23 +137,40 @@ def _similarity(data: dict):
 @api.post("/tokenize")
 def tokenize():
     """Every token of each text, untruncated, as TEI gives them: ``start``/``stop`` are UTF-8 byte
-    offsets into the text (prompt included), None for special tokens, whose ``text`` is the token."""
+    offsets into the text (prompt included), None for special tokens, whose ``text`` is the token.
+    The answer is built while the tokens count against the worker's budget (``service.tokens``)."""
     data = parse_json(read_body(), request.content_type)
     service, schemas = _embedding(data)
     texts, add_special_tokens, prompt_name = parse_tokenize(data, schemas)
     token = schemas[Token]
-    rows = []
-    for text, tokens in service.tokens(texts, add_special_tokens, prompt_name):
-        row = []
-        for token_id, piece, special, start, stop in tokens:
-            if special:
-                row.append(token.model_construct(id=token_id, text=piece, special=True, start=None, stop=None))
-            else:
-                begin, piece = len(text[:start].encode("utf-8")), text[start:stop]
-                row.append(token.model_construct(id=token_id, text=piece, special=False, start=begin,
-                                                 stop=begin + len(piece.encode("utf-8"))))
-        rows.append(row)
-    return json_response(schemas[TokenizeResponse].model_construct(rows))
+    with service.tokens(texts, add_special_tokens, prompt_name, client_gone()) as tokenized:
+        rows = [_token_row(token, text, tokens) for text, tokens in tokenized]
+        return json_response(schemas[TokenizeResponse].model_construct(rows))
+
+
+def _token_row(token: type, text: str, tokens: list[tuple[int, str, bool, int, int]]) -> list:
+    """One text's tokens as TEI's answer has them. Byte offsets are counted on from the previous
+    token's (offsets only go forward, but in case one does not, it is counted from the start), so a
+    long text costs its length once, not once per token; an ASCII text's are its character offsets."""
+    row = []
+    ascii_text = text.isascii()
+    char_at = byte_at = 0  # a character offset and its byte offset
+    for token_id, piece, special, start, stop in tokens:
+        if special:
+            row.append(token.model_construct(id=token_id, text=piece, special=True, start=None, stop=None))
+            continue
+        piece = text[start:stop]
+        if ascii_text:
+            begin, end = start, stop
+        else:
+            if start < char_at:
+                char_at = byte_at = 0
+            byte_at += len(text[char_at:start].encode("utf-8"))
+            char_at = start
+            begin = byte_at
+            end = begin + len(piece.encode("utf-8"))
+        row.append(token.model_construct(id=token_id, text=piece, special=False, start=begin, stop=end))
+    return row
 
 
 @api.post("/decode")
@@ -161,7 +178,8 @@ def decode():
     data = parse_json(read_body(), request.content_type)
     service, schemas = _embedding(data)
     ids, skip_special_tokens = parse_decode(data, schemas)
-    return json_response(schemas[DecodeResponse].model_construct(service.decode(ids, skip_special_tokens)))
+    texts = service.decode(ids, skip_special_tokens, client_gone())
+    return json_response(schemas[DecodeResponse].model_construct(texts))
 
 
 def _model_card(service: ModelService) -> Model:

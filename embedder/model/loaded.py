@@ -13,6 +13,10 @@ from .errors import QueryTooLong, TooManyTokens
 from .rerank import EMBEDDING, PairIds, PairTemplate, activate
 from .tokenizer import Tokenizer
 
+#: Characters of text tokenized at once (a text longer than this goes alone): bounds the tokens a
+#: request holds before they are cut to the model's limit, at no cost to short texts' batching.
+TOKENIZE_CHUNK_CHARS = 65536
+
 
 @dataclass
 class LoadedModel:
@@ -65,8 +69,24 @@ class LoadedModel:
     pair_template: PairTemplate | None = None
 
     def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
-        """Token ids of each text with special tokens, truncated to the model's limit."""
-        return self.wrap_ids(self.tokenizer.content_ids(texts), truncate)
+        """Token ids of each text with special tokens, truncated to the model's limit. Tokenized a
+        few texts at a time (:data:`TOKENIZE_CHUNK_CHARS`), each cut before the next are read: a
+        request of long texts never holds all their tokens at once (256 texts of 16k characters
+        are 2 M tokens, of which 64 k are kept), and one over the limit without ``truncate`` stops
+        at its chunk."""
+        out: list[list[int]] = []
+        begin = 0
+        while begin < len(texts):
+            end, chars = begin, 0
+            while end < len(texts) and (end == begin or chars + len(texts[end]) <= TOKENIZE_CHUNK_CHARS):
+                chars += len(texts[end])
+                end += 1
+            try:
+                out += self.wrap_ids(self.tokenizer.content_ids(texts[begin:end]), truncate)
+            except TooManyTokens as exc:
+                raise TooManyTokens(begin + exc.index, exc.tokens, exc.limit) from None
+            begin = end
+        return out
 
     def wrap_ids(self, content: list[list[int]], truncate: bool) -> list[list[int]]:
         """Add special tokens around content ids; cut (or refuse) what exceeds the limit."""

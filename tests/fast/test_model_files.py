@@ -282,3 +282,22 @@ def test_the_serving_key_follows_the_source_the_runtime_and_the_cpu(monkeypatch)
     real = ox.version
     monkeypatch.setattr(ox, "version", lambda name: "9.9" if name == "onnxruntime" else real(name))
     assert ox.serving_key("source") != key
+
+
+def test_texts_are_tokenized_a_chunk_at_a_time_with_the_same_ids(from_files, monkeypatch):
+    """Long texts are tokenized a few at a time and cut at once (a request never holds all of a
+    max-size request's 2 M tokens): same ids as one call, and a refusal names the right input."""
+    from embedder.model import loaded
+
+    texts = ["a short one", "word " * 400, *EDGE_CASES, "another " * 50]
+    whole = from_files.wrap_ids(from_files.tokenizer.content_ids(texts), True)
+    calls = []
+    content_ids = from_files.tokenizer.content_ids
+    monkeypatch.setattr(from_files.tokenizer, "content_ids",
+                        lambda chunk: calls.append(len(chunk)) or content_ids(chunk))
+    monkeypatch.setattr(loaded, "TOKENIZE_CHUNK_CHARS", 1000)
+    assert from_files.token_ids(texts, truncate=True) == whole
+    assert len(calls) > 3 and sum(calls) == len(texts)
+    with pytest.raises(Exception) as refused:
+        from_files.token_ids(["fine", "fine", "word " * 400], truncate=False)
+    assert refused.value.index == 2

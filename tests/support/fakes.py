@@ -18,6 +18,7 @@ from embedder.config import Settings
 from embedder.core.service import EmbeddingService
 from embedder.http.app import create_app
 from embedder.model.loaded import LoadedModel
+from embedder.model.rerank import PairTemplate
 
 DIMENSION, VOCAB, MAX_TOKENS = 384, 30522, 256
 CLS, SEP, PAD = 101, 102, 0
@@ -133,6 +134,8 @@ class FakeRerankModel:
     loader_note = ""
     activation = "Sigmoid"
     prefix_ids, suffix_ids, pad_id = [CLS], [SEP], PAD
+    pair_template = PairTemplate(prefix=(CLS,), middle=(SEP,), suffix=(SEP,), prefix_types=(0,), query_type=0,
+                                 middle_types=(0,), document_type=1, suffix_types=(1,))
 
     def __init__(self):
         self.tokenizer = WhitespaceTokenizer()
