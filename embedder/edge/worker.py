@@ -25,6 +25,24 @@ body have arrived. A stalled connection costs memory, not a thread, and within l
   ``lingering_time``, ``lingering_timeout``). A client that sends its whole body before reading
   (Python's ``urllib``) then reads the answer instead of a connection reset. Such a connection
   stays in the connection list (it counts for the limit, and is the first closed to make room).
+- **sending**: what a connection holds for a client that does not read is bounded
+  (:data:`SEND_BUFFER_BYTES`): a body goes out in pieces, each written once the bytes queued
+  before it are under the transport's high-water mark; a body the app streams (a file: the Swagger
+  assets) is read from it a piece at a time, never whole; the next request on the connection,
+  pipelined or not, is served only after its previous response is written; reading stops while
+  writing is paused (uvicorn's and h11's flow control). A connection whose client takes none of
+  its bytes for ``send_timeout`` seconds is closed, its unsent bytes dropped (nginx's
+  ``send_timeout``); while the worker shuts down, after one :data:`SEND_CHECK_SECONDS` without a
+  byte taken. One waiting on its client holds no request being computed: it counts for the
+  connection limit and can be closed to make room.
+- **stopping** (SIGTERM: a reload, a scale-down, a shutdown): the worker stops accepting, and each
+  of its connections closes only where its client knows: a response that starts from then on says
+  ``Connection: close`` and the connection closes after it; a kept-alive connection stays open for
+  its client's next request (answered so) until Gunicorn's ``keepalive`` seconds pass without one.
+  Closing an idle kept-alive connection at once would race a client sending its next request on
+  it (that request fails, and a POST is not retried). ``alive`` stays true until then, so that a
+  response already announced as kept alive keeps its connection open (Gunicorn closes a connection
+  after any response once ``alive`` is false); ``stopping`` says the worker stops.
 
 Gunicorn's own refusals (malformed request line, URI or headers over its limits, unsupported
 transfer coding) and the ones above answer in the service's JSON error shape, and so does a
@@ -62,12 +80,21 @@ The private ones, and why:
   (Gunicorn's hands it to the app, which answers no WebSocket, and writes a bare 403).
 - ``ASGIProtocol.data_received`` (override+super): while lingering, bytes are counted and dropped.
 - ``ASGIProtocol.transport`` (read): the asyncio transport, half-closed and read while lingering.
+- ``ASGIProtocol.pause_writing``/``resume_writing`` (override+super: asyncio's flow control
+  callbacks, which Gunicorn's send waits on): mark the connection waiting on its client, and stop
+  reading it meanwhile with ``_pause_reading`` (called), resumed with ``_maybe_resume_reading``
+  (called: it keeps Gunicorn's own read backpressure).
 - ``ASGIWorker._serve`` (override, coroutine, called by ``run``): Gunicorn's serving loop, without
   ASGI lifespan, with :class:`EdgeProtocol` and a TLS handshake deadline; it keeps the heartbeat
   (``notify``, the ``ppid`` check) and ends with ``_shutdown``.
-- ``ASGIWorker._shutdown`` (override, coroutine): closes idle connections, then Gunicorn's graceful
-  wait (on ``nr_conns``, which ``ASGIProtocol`` keeps; ``lifespan`` stays None as our ``_serve``
-  never sets it).
+- ``ASGIProtocol._will_close`` (override+super): Gunicorn's keep-alive decision, asked when a
+  response starts (and maybe again after it): also true once the worker stops, decided once per
+  request so that the connection closes exactly when the response said so.
+- ``ASGIWorker.handle_exit_signal`` (override: SIGTERM's handler): sets ``stopping``, not
+  ``alive`` (see **stopping** above).
+- ``ASGIWorker._shutdown`` (override, coroutine): Gunicorn's graceful wait (on ``nr_conns``, which
+  ``ASGIProtocol`` keeps; ``lifespan`` stays None as our ``_serve`` never sets it), then ``alive``
+  false.
 - ``ASGIWorker._get_ssl_context`` (called): the TLS context from ``certfile``/``keyfile``, or None.
 
 And public members with an unwritten contract: ``ASGIProtocol.__init__(worker)``, ``.worker``,
@@ -85,7 +112,10 @@ import asyncio
 import io
 import os
 import re
+import socket
+import struct
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote_to_bytes
 
@@ -176,6 +206,26 @@ GUNICORN_CONTRACT = (
      "kind": "attribute", "use": "read", "signature": None,
      "used_by": ("gunicorn.asgi.protocol.ASGIProtocol.connection_made",),
      "why": "the asyncio transport: half-closed (write_eof), read and closed while lingering"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "pause_writing",
+     "kind": "method", "use": "override+super", "signature": "(self)",
+     "used_by": (),
+     "why": "asyncio's: over the high-water mark; Gunicorn's send then waits. Ours also stops reading"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "resume_writing",
+     "kind": "method", "use": "override+super", "signature": "(self)",
+     "used_by": (),
+     "why": "asyncio's: drained below the low-water mark; called on connection_lost to free a waiting send"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_pause_reading",
+     "kind": "method", "use": "call", "signature": "(self)",
+     "used_by": (),
+     "why": "stop reading a connection whose client does not take its answers"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_maybe_resume_reading",
+     "kind": "method", "use": "call", "signature": "(self)",
+     "used_by": (),
+     "why": "read again once drained, unless Gunicorn's own read backpressure still holds"},
+    {"cls": "gunicorn.asgi.protocol.ASGIProtocol", "name": "_will_close",
+     "kind": "method", "use": "override+super", "signature": "(self, request, response_requires_close)",
+     "used_by": ("gunicorn.asgi.protocol.ASGIProtocol._handle_http_request",),
+     "why": "once the worker stops, a response says Connection: close; decided once per request"},
     # ASGIWorker: the worker process (EdgeWorker's parent).
     {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "__init__",
      "kind": "method", "use": "override+super", "signature": "(self, *args, **kwargs)",
@@ -205,7 +255,11 @@ GUNICORN_CONTRACT = (
     {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "_shutdown",
      "kind": "coroutine", "use": "override+super", "signature": "(self)",
      "used_by": (),
-     "why": "close idle connections, then Gunicorn's graceful wait on nr_conns"},
+     "why": "Gunicorn's graceful wait on nr_conns, then alive false"},
+    {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "handle_exit_signal",
+     "kind": "method", "use": "override", "signature": "(self)",
+     "used_by": ("gunicorn.workers.gasgi.ASGIWorker.init_signals",),
+     "why": "SIGTERM: stopping, with alive kept true until the connections are drained"},
     {"cls": "gunicorn.workers.gasgi.ASGIWorker", "name": "_get_ssl_context",
      "kind": "method", "use": "call", "signature": "(self)",
      "used_by": (),
@@ -230,10 +284,11 @@ GUNICORN_CONTRACT = (
      "used_by": ("gunicorn.workers.base.Worker.__init__",),
      "why": "the listening sockets to serve"},
     {"cls": "gunicorn.workers.base.Worker", "name": "alive",
-     "kind": "attribute", "use": "read", "signature": None,
+     "kind": "attribute", "use": "read+set", "signature": None,
      "used_by": ("gunicorn.workers.base.Worker.__init__",
-                 "gunicorn.workers.gasgi.ASGIWorker.handle_exit_signal"),
-     "why": "False once the worker should stop (SIGTERM, max_requests)"},
+                 "gunicorn.workers.gasgi.ASGIWorker.handle_exit_signal",
+                 "gunicorn.asgi.protocol.ASGIProtocol._handle_connection"),
+     "why": "False once the worker must stop now (max_requests, SIGQUIT); set false once drained"},
     {"cls": "gunicorn.workers.base.Worker", "name": "ppid",
      "kind": "attribute", "use": "read", "signature": None,
      "used_by": ("gunicorn.workers.base.Worker.__init__",),
@@ -266,6 +321,19 @@ LINGER_SECONDS = 5.0
 LINGER_IDLE_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024 * 1024
 
+#: About the most bytes of response one connection holds in the worker for a client that does not
+#: take them (nginx's ``output_buffers``, 2 x 32 KiB): half is the transport's high-water mark (a
+#: piece is written only under it; Gunicorn's own is 64 KiB), half the piece being written. A body
+#: goes out in pieces of at most half this, and a streamed body is read from the app that much at
+#: a time, in a request thread. (The piece is held until the transport drains, and what it queues
+#: is a copy: twice this, in the worst case.) The kernel too holds at most about this much not yet
+#: sent (``TCP_NOTSENT_LOWAT``), where it would queue up to ``tcp_wmem``'s maximum (4 MiB) for a
+#: client that does not read; what is in flight is not limited, so a fast client is not slowed.
+SEND_BUFFER_BYTES = 64 * 1024
+#: How often the send deadline (``send_timeout``) is checked; while the worker shuts down, also
+#: the deadline itself: a client that took nothing in that time is not waited for.
+SEND_CHECK_SECONDS = 1.0
+
 #: ``http://`` or ``https://`` and an authority (RFC 9112 section 3.2.2's absolute form; the
 #: query is already split off by the parser, a request target has no fragment).
 _ABSOLUTE_FORM = re.compile(rb"(?i:https?)://[^/]+")
@@ -283,7 +351,7 @@ def origin_form(target: bytes) -> bytes | None:
 class EdgeProtocol(ASGIProtocol):
     """Gunicorn's HTTP/1.1 connection handler, plus a header deadline for a connection's first
     request, a place in the worker's connection list (oldest first), JSON error answers, absolute-form
-    targets in origin form and a lingering close after an early refusal."""
+    targets in origin form, a lingering close after an early refusal and bounded sending."""
 
     def connection_made(self, transport):
         self._header_timer = None
@@ -291,7 +359,18 @@ class EdgeProtocol(ASGIProtocol):
         self._refused = False  # answered before the request was read whole: linger when closing
         self._lingering = False
         self._linger_timer = None
+        self._waits_on_client = False  # over the high-water mark: the client is not taking bytes
+        self._unsent = 0  # bytes queued in the transport at the last send check
+        self._drained = False  # the transport drained below its low-water mark since that check
+        self._sent_at = 0.0  # loop time the client last took bytes (or had none to take)
         super().connection_made(transport)
+        transport.set_write_buffer_limits(high=SEND_BUFFER_BYTES // 2)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux and macOS
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, SEND_BUFFER_BYTES)
+            except OSError:  # not a TCP socket (a Unix socket bind)
+                pass
         self.worker.admit(self)
         if self._request_ready is not None:  # HTTP/1 (HTTP/2 and uWSGI are not configured)
             self._header_timer = self.worker.loop.call_later(
@@ -318,13 +397,33 @@ class EdgeProtocol(ASGIProtocol):
         finally:
             self._busy = False
 
+    #: The request whose response the worker's stopping was last decided for, and that decision.
+    _close_decided_for = None
+    _close_for_stop = False
+
+    def _will_close(self, request, response_requires_close):
+        """Gunicorn's decision, or close because the worker stops: decided when the response
+        starts (Gunicorn may ask again after it), so that it closes if and only if it said so."""
+        if request is not self._close_decided_for:
+            self._close_decided_for, self._close_for_stop = request, self.worker.stopping
+        return self._close_for_stop or super()._will_close(request, response_requires_close)
+
     @property
     def idle(self) -> bool:
         """No request on it: it waits for (the rest of) its next request's headers, or lingers."""
         return not self._busy or self._lingering
 
+    @property
+    def waits_on_client(self) -> bool:
+        """Its answer is computed and waits for the client to take the bytes already queued."""
+        return self._waits_on_client
+
     def close_idle(self) -> None:
-        """Close it to make room (it holds no request, so nothing is lost but the connection)."""
+        """Close it to make room (it holds no request being computed, so nothing is lost but the
+        connection and what its client did not take)."""
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self._drop()  # close() would wait for the client to take them
+            return
         if self._lingering:
             self._end_linger()
             return
@@ -342,6 +441,50 @@ class EdgeProtocol(ASGIProtocol):
             self._linger_timer = None
         self.worker.connections.pop(self, None)
         super().connection_lost(exc)
+        self.resume_writing()  # a send waiting for the client to drain returns (and sees _closed)
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def pause_writing(self):
+        super().pause_writing()
+        self._waits_on_client = True
+        if not self._lingering and self._request_ready is not None:
+            self._pause_reading()  # no more requests from a client that does not take its answers
+
+    def resume_writing(self):
+        super().resume_writing()
+        self._waits_on_client = False
+        self._drained = True
+        if not self._closed and not self._lingering and self._request_ready is not None:
+            self._maybe_resume_reading()
+
+    def check_send(self, now: float, limit: float) -> None:
+        """The send deadline, checked every :data:`SEND_CHECK_SECONDS`: bytes queued for the client,
+        none of which it took for ``limit`` seconds (measured from the check that first saw them
+        stuck), close the connection, dropping them."""
+        transport = self.transport
+        unsent = transport.get_write_buffer_size() if transport is not None else 0
+        if not unsent or not self._unsent or unsent < self._unsent or self._drained:
+            self._sent_at = now  # nothing owed, newly owed, or the client took some since
+        self._unsent, self._drained = unsent, False
+        if unsent and now - self._sent_at >= limit:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Close at once, dropping what is queued for the client (``abort``, not ``close``, which
+        waits for the client to take it), with a reset: the client learns its answer was cut, and
+        the kernel frees what it holds for the connection at once (nginx's
+        ``reset_timedout_connection``). Gunicorn's code sees the connection closed from now on."""
+        self._closed = True
+        try:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+        except Exception:  # already closed
+            pass
+        if self._request_ready is not None:
+            self._request_ready.set()
 
     def _build_http_scope(self, request, sockname, peername):
         scope = super()._build_http_scope(request, sockname, peername)
@@ -434,7 +577,9 @@ class EdgeProtocol(ASGIProtocol):
 class WSGIBridge:
     """An ASGI app that reads a request's whole body in the event loop, within its deadline and
     size limit, and only then runs the WSGI app in one of ``threads`` threads (PEP 3333 environ,
-    body as a ``BytesIO``); the response, small JSON here, is collected there and sent from the loop.
+    body as a ``BytesIO``); the response's first :data:`SEND_BUFFER_BYTES` half (all of it for the
+    JSON answers) is collected there, and sent from the loop in pieces, each once the client has
+    taken enough of the last; the rest of a longer streamed body (a file) is read a piece at a time.
 
     Not asgiref's ``WsgiToAsgi`` or a2wsgi: the first spools any body without limit and runs the app
     in a pool shared with the loop's other work, the second reads the body from the request thread,
@@ -454,9 +599,23 @@ class WSGIBridge:
         connection = scope.get("embedder.connection")
         environ = self._environ(scope, body, connection)
         loop = asyncio.get_running_loop()
-        status, headers, chunks = await loop.run_in_executor(self.pool, self._call, environ)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"".join(chunks)})
+        status, headers, parts, rest = await loop.run_in_executor(self.pool, self._call, environ)
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            while True:
+                # Joined here, in the loop's thread: a piece can wait long for a slow client.
+                await _send_pieces(send, b"".join(parts), rest is not None, connection)
+                if rest is None or (connection is not None and connection._closed):
+                    return
+                parts, more = await loop.run_in_executor(self.pool, rest.take)
+                if not more:
+                    rest = None  # take() closed it
+        finally:
+            if rest is not None:  # the client went away, or this task was cancelled
+                try:
+                    self.pool.submit(rest.close)
+                except RuntimeError:  # the pool is shut down: the worker is exiting
+                    rest.close()
 
     async def _read_body(self, scope, receive, send) -> bytes | None:
         """The whole body, or None after answering 408 (too slow) or 413 (too big). One deadline,
@@ -522,21 +681,75 @@ class WSGIBridge:
         return environ
 
     def _call(self, environ):
-        """Run the WSGI app (in a request thread) and collect its whole response."""
+        """Run the WSGI app (in a request thread): its status, headers, the first piece of its body
+        (as chunks), and the rest to read later (a :class:`_Rest`), or None when that is all of it."""
         started = []
 
         def start_response(status, headers, exc_info=None):
             started[:] = [status, headers]
 
-        result = self.wsgi(environ, start_response)
+        rest = _Rest(self.wsgi(environ, start_response))
         try:
-            chunks = list(result)
-        finally:
-            if hasattr(result, "close"):
-                result.close()
-        status, headers = started
-        return (int(status[:3]),
-                [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers], chunks)
+            parts, more = rest.take()  # start_response may come with the first chunk (a generator)
+            status, headers = started
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        except BaseException:
+            rest.close()
+            raise
+        return int(status[:3]), headers, parts, rest if more else None
+
+
+class _Rest:
+    """A WSGI response body (PEP 3333's iterable), read a piece at a time in a request thread, and
+    closed (its ``close()`` called) once read whole, on an error, or when the client went away."""
+
+    def __init__(self, result):
+        self._result = result
+        self._chunks = iter(result)
+        self._lock = threading.Lock()  # close() may come from another thread while take() reads
+        self._done = False
+
+    def take(self) -> tuple[list[bytes], bool]:
+        """The next chunks, up to about half :data:`SEND_BUFFER_BYTES` in all; and whether more may
+        follow (when not, it is closed)."""
+        parts, size = [], 0
+        with self._lock:
+            try:
+                if not self._done:
+                    for chunk in self._chunks:
+                        if chunk:
+                            parts.append(chunk)
+                            size += len(chunk)
+                            if size >= SEND_BUFFER_BYTES // 2:
+                                return parts, True
+            except BaseException:
+                self._close()
+                raise
+            self._close()
+        return parts, False
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if not self._done:
+            self._done = True
+            if hasattr(self._result, "close"):
+                self._result.close()
+
+
+async def _send_pieces(send, body: bytes, more: bool, connection) -> None:
+    """Send ``body`` in pieces of at most half :data:`SEND_BUFFER_BYTES`: after writing each,
+    Gunicorn's ``send`` waits while the bytes queued are over the high-water mark, so a client that
+    does not read holds no more than that. ``more``: more of the body follows."""
+    size, step, start = len(body), SEND_BUFFER_BYTES // 2, 0
+    while True:
+        end = start + step
+        await send({"type": "http.response.body", "body": body[start:end], "more_body": more or end < size})
+        if end >= size or (connection is not None and connection._closed):
+            return
+        start = end
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -562,18 +775,23 @@ class EdgeWorker(ASGIWorker):
     """``worker_class`` in ``gunicorn.conf.py``: Gunicorn's asyncio worker serving the Flask app
     (``wsgi:app``, unchanged) through :class:`WSGIBridge`, with :class:`EdgeProtocol` connections."""
 
+    #: SIGTERM came: accept no more, close each connection where its client knows (**stopping**).
+    stopping = False
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = Settings.from_env()
         #: Open connections, oldest first (a dict keeps insertion order).
         self.connections: dict[EdgeProtocol, None] = {}
+        self._send_checks = None  # the timer of the next send deadline check, once one connects
 
     @classmethod
     def check_config(cls, cfg, log):
         pass  # ``threads`` is used: it sizes the request threads
 
     def init_process(self):
-        raise_open_files_limit(self.cfg.worker_connections + 64)
+        # Each connection is a descriptor, and may hold another: a file its response streams.
+        raise_open_files_limit(2 * self.cfg.worker_connections + 64)
         super().init_process()
 
     def load_wsgi(self):
@@ -582,14 +800,26 @@ class EdgeWorker(ASGIWorker):
         self.asgi = WSGIBridge(self.wsgi, self.settings, self.cfg.threads)
 
     def admit(self, connection: EdgeProtocol) -> None:
-        """Count a new connection in; over ``worker_connections``, close the oldest idle one."""
+        """Count a new connection in; over ``worker_connections``, close the oldest that holds no
+        request being computed (idle, lingering, or waiting for its client to take its answer)."""
         self.connections[connection] = None
+        if self._send_checks is None:
+            self._send_checks = self.loop.call_later(SEND_CHECK_SECONDS, self._check_sends)
         if len(self.connections) > self.cfg.worker_connections:
             for oldest in self.connections:
-                if oldest.idle and oldest is not connection:
+                if (oldest.idle or oldest.waits_on_client) and oldest is not connection:
                     oldest.close_idle()
                     self.connections.pop(oldest, None)
                     break
+
+    def _check_sends(self):
+        """Every :data:`SEND_CHECK_SECONDS`: close the connections whose clients took none of their
+        queued bytes for ``send_timeout`` s, or, once the worker shuts down, since the last check."""
+        now = self.loop.time()
+        limit = self.settings.send_timeout if self.alive and not self.stopping else SEND_CHECK_SECONDS
+        for connection in list(self.connections):
+            connection.check_send(now, limit)
+        self._send_checks = self.loop.call_later(SEND_CHECK_SECONDS, self._check_sends)
 
     async def _serve(self):
         """ASGIWorker's loop without ASGI lifespan (a WSGI app has none), with our protocol."""
@@ -600,7 +830,7 @@ class EdgeWorker(ASGIWorker):
             self.servers.append(await self.loop.create_server(
                 lambda: EdgeProtocol(self), sock=sock.sock, ssl=ssl_context, start_serving=True,
                 **handshake))
-        while self.alive:
+        while self.alive and not self.stopping:
             self.notify()
             if self.ppid != os.getppid():
                 self.log.info("Parent changed, shutting down: %s", self)
@@ -608,15 +838,17 @@ class EdgeWorker(ASGIWorker):
             await asyncio.sleep(1.0)
         await self._shutdown()
 
+    def handle_exit_signal(self):
+        """SIGTERM: stop gracefully (**stopping**; Gunicorn's sets ``alive`` false at once)."""
+        self.stopping = True
+
     async def _shutdown(self):
-        """Stop accepting, close the connections that hold no request, then Gunicorn's graceful
-        wait for the rest (each closes after its response, since the worker is no longer alive)."""
-        for server in self.servers:
-            server.close()
-        for connection in list(self.connections):
-            if connection.idle:
-                connection.close_idle()
+        """Stop accepting, then Gunicorn's graceful wait, up to ``graceful_timeout``, for every
+        connection to close where its client knows (**stopping**): after a response that says
+        ``Connection: close``, or when its keep-alive time runs out without a request."""
+        self.stopping = True  # also when the loop ended otherwise (the master gone, alive false)
         await super()._shutdown()
+        self.alive = False
         self.asgi.pool.shutdown(wait=False)
 
 
