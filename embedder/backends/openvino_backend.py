@@ -30,6 +30,11 @@ from .onnx_export import onnx_files
 #: later) or AMX-BF16 (Sapphire Rapids and later). Without them OpenVINO would emulate bf16, slower
 #: than f32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Shape-specific kernels the CPU plugin keeps (its ``CPU_RUNTIME_CACHE_CAPACITY``, 5,000 by default).
+#: Every (batch, length) a pass has is a shape; with the default a worker's memory grew by
+#: 0.6-0.9 GiB over a few hundred shapes. Bounded, the rest is the largest pass's buffers (bounded by
+#: ``EMBEDDER_MAX_BATCH_TOKENS``).
+RUNTIME_CACHE_CAPACITY = 100
 #: EMBEDDER_PRECISION -> OpenVINO's INFERENCE_PRECISION_HINT.
 PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
 
@@ -105,6 +110,7 @@ class OpenVinoBackend:
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision],
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
+            "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_CAPACITY,
         })
         self._feeds, self._output = feeds, output
         self._port = compiled.output(output)
