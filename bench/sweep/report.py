@@ -437,9 +437,10 @@ def markdown(results: Results) -> str:
     out = [f"# embedder benchmark: {results.started[:10]}, {machine.host}", "",
            f"- Machine: {machine.cpu_model or 'unknown CPU'}, {machine.nproc} cores "
            f"({machine.available_cpus} available to the service), {machine.memory_gib} GiB; "
+           f"CPU flags {' '.join(machine.cpu_flags) or 'not recorded'}; "
            f"load average at start {', '.join(f'{x:.2f}' for x in machine.loadavg_start)}",
            f"- Software: Python {versions.get('python')}, torch {versions.get('torch')}, "
-           f"onnxruntime {versions.get('onnxruntime')}, "
+           f"onnxruntime {versions.get('onnxruntime')}, openvino {versions.get('openvino')}, "
            f"sentence-transformers {versions.get('sentence-transformers')}, "
            f"gunicorn {versions.get('gunicorn')}; embedder {machine.git}"
            + (f"; settings {', '.join(f'{k}={v}' for k, v in machine.embedder_env.items())}"

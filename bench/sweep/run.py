@@ -39,13 +39,13 @@ import time
 import traceback
 from pathlib import Path
 
-from embedder.backends.openvino_backend import native_bf16
+from embedder.backends.openvino_backend import cpu_flags, native_bf16
 from embedder.config import BACKEND_LABELS, Settings, available_cpus, worker_layout
 
 from ..harness import procstats
 from ..harness.servers import ROOT, CaddyFanout, FlaskBaseline, start_embedder
 from . import report
-from .schema import Config, Limit, Machine, Median, Memory, Results, Row, WrkRun
+from .schema import NOTABLE_CPU_FLAGS, Config, Limit, Machine, Median, Memory, Results, Row, WrkRun
 from .workloads import SENTENCE_SETS, WORKLOADS, WrkOptions, run_wrk, workload_sentences, write_bodies
 
 #: Full sweep runs: bench/results/runs/<YYYY-MM-DD>-<host-label>.{json,md,png} (bench/README.md).
@@ -209,7 +209,7 @@ def machine_info(cores: int) -> Machine:
         if line.startswith("Model name:"):
             cpu = line.split(":", 1)[1].strip()
     versions = {}
-    for package in ("torch", "onnxruntime", "sentence-transformers", "transformers", "gunicorn", "flask",
+    for package in ("torch", "onnxruntime", "openvino", "sentence-transformers", "transformers", "gunicorn", "flask",
                     "matplotlib"):
         try:
             versions[package] = version(package)
@@ -225,7 +225,8 @@ def machine_info(cores: int) -> Machine:
         kernel=os.uname().release,
         memory_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         versions=versions, git=commit + ("-dirty" if dirty else ""),
-        embedder_env=Settings.from_env().environment(), loadavg_start=list(os.getloadavg()))
+        embedder_env=Settings.from_env().environment(), loadavg_start=list(os.getloadavg()),
+        cpu_flags=[flag for flag in NOTABLE_CPU_FLAGS if flag in (cpu_flags() or ())])
 
 
 def _error(exc: BaseException) -> str:

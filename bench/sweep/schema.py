@@ -80,6 +80,15 @@ class Machine(Record):
     embedder_env: dict[str, str]
     loadavg_start: list[float]
     loadavg_end: list[float] = field(default_factory=list)
+    # Which of NOTABLE_CPU_FLAGS the CPU has (what decides int8's and bfloat16's speed); empty in
+    # runs before they were recorded, or where the flags cannot be read.
+    cpu_flags: list[str] = field(default_factory=list)
+
+
+#: CPU flags a run records: vector widths, and native int8 (VNNI) and bfloat16 (AVX-512 BF16, AMX)
+#: arithmetic.
+NOTABLE_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                     "amx_int8")
 
 
 @dataclass

@@ -65,7 +65,7 @@ from ..harness.reranker import NOTE as RERANKER_NOTE  # noqa: E402
 from ..harness.reranker import SHAPE as RERANKER_SHAPE  # noqa: E402
 from ..harness.reranker import bench_reranker, weights_bytes  # noqa: E402
 from ..harness.servers import ROOT, Gunicorn  # noqa: E402
-from ..sweep.schema import Workload  # noqa: E402
+from ..sweep.schema import NOTABLE_CPU_FLAGS, Workload  # noqa: E402
 from ..sweep.workloads import WORKLOADS, WrkOptions, joined_sentences, run_wrk, write_bodies  # noqa: E402
 from .ceiling import gather, sorted_batches, token_stats  # noqa: E402
 
@@ -218,7 +218,7 @@ def counter_delta(before: dict[str, float], after: dict[str, float], seconds: fl
 
 
 # -- the machine ------------------------------------------------------------------------------------
-CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+CPU_FLAGS = NOTABLE_CPU_FLAGS
 
 
 def cpu_info(text: str | None = None) -> dict:

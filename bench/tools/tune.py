@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embedder.backends.openvino_backend import cpu_flags
 from embedder.config import BACKEND_LABELS, Settings, available_cpus, specs, worker_layout
 
 from ..harness.servers import ROOT, start_embedder
@@ -67,8 +66,6 @@ REFERENCE = Settings().backend_label
 TUNED = ("backend", "precision", "workers", "threads")
 ENV_NAMES = {spec.name: spec.env for spec in specs() if spec.name in TUNED}
 DEFAULT_ENV_FILE = ROOT / "embedder.env"
-#: CPU flags worth naming in the header: vector widths and native low-precision arithmetic.
-NOTABLE_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -359,9 +356,8 @@ def write_env(path: str | Path, text: str) -> dict[str, str]:
 def machine(cores: int) -> dict:
     """What the header says about the machine (bench/sweep/run.py's machine_info, plus CPU flags)."""
     info = machine_info(cores)
-    flags = cpu_flags() or set()
     return {"host": info.host, "cpu": info.cpu_model or "unknown CPU", "cores": cores,
-            "memory_gib": info.memory_gib, "flags": " ".join(f for f in NOTABLE_FLAGS if f in flags),
+            "memory_gib": info.memory_gib, "flags": " ".join(info.cpu_flags),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "git": info.git, "loadavg_start": info.loadavg_start}
 
 
