@@ -224,10 +224,6 @@ class Settings:
     max_queued_tokens: int = setting(65536, "most tokens waiting in one worker (8 full passes of the default "
                                             "`EMBEDDER_MAX_BATCH_TOKENS`); beyond it requests get 429",
                                      check=at_least(1))
-    arrival_wait: float = setting(0.0, "when a pass ends and requests are being tokenized in the worker, "
-                                       "how long the model waits for them to join the next pass, as a "
-                                       "fraction of the pass that ended (0 = never wait)",
-                                  check=at_least(0))
     request_timeout: float = setting(30.0, "seconds a request may wait for its vectors; then 503 and its "
                                            "inputs leave the queue", check=at_least(0, exclusive=True))
     stall_timeout: float = setting(60.0, "seconds one forward pass may run before the worker is declared "

@@ -7,10 +7,10 @@ model at the front plans and runs its next pass, then goes to the back if it has
 for one model cannot starve another, and a lone request for an idle model waits at most for the
 pass in progress. Queue limits (inputs, tokens) are the worker's, over all its models.
 
-:class:`Arrivals` counts the requests being tokenized (accepted, inputs not queued yet): with
-``arrival_wait`` set, a model that falls free while some are waits for them, at most that fraction
-of the pass that just ended, so they join the next pass instead of the one after it. A request
-that arrives while the model is idle never waits.
+:class:`Arrivals` counts the requests being tokenized (accepted, inputs not queued yet) and what
+they were admitted with, so that admission, before tokenizing, sees them with what is queued.
+(Waiting for them when a pass ends, to make the next pass bigger, was measured and left out: no
+gain, see docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class Arrivals:
         self._scheduler = scheduler
         self._cond = scheduler.cond
         self._open = threading.local()
-        self.count = 0
         #: What the requests being tokenized were admitted with (inputs, estimated tokens).
         self.inputs = 0
         self.tokens = 0
@@ -49,7 +48,6 @@ class Arrivals:
             if opened:
                 self._scheduler.admit(inputs, tokens)
                 self._open.value = (inputs, tokens)
-                self.count += 1
                 self.inputs += inputs
                 self.tokens += tokens
         try:
@@ -64,21 +62,18 @@ class Arrivals:
         held = getattr(self._open, "value", False)
         if held:
             self._open.value = False
-            self.count -= 1
             self.inputs -= held[0]
             self.tokens -= held[1]
-            self._cond.notify_all()
 
 
 class Scheduler:
-    def __init__(self, max_queued_inputs: int, max_queued_tokens: int, arrival_wait: float = 0.0):
+    def __init__(self, max_queued_inputs: int, max_queued_tokens: int):
         self.max_queued_inputs = max_queued_inputs
         self.max_queued_tokens = max_queued_tokens
         #: The one lock of the worker's queues (each model's queue waits on it too).
         self.cond = threading.Condition()
-        #: Requests being tokenized, and how long (fraction of a pass) a free model waits for them.
+        #: Requests being tokenized: admitted, their inputs not queued yet.
         self.arrivals = Arrivals(self)
-        self.arrival_wait = arrival_wait
         #: Every model's queue, in the order they were registered.
         self.queues: list = []
         #: Queues with inputs waiting, in turn order (not the one whose pass runs now).
@@ -167,21 +162,11 @@ class Scheduler:
         self._current = queue
         return queue, queue.plan()
 
-    def _await_arrivals(self, seconds: float) -> None:
-        """After a pass: wait up to ``seconds`` for the requests being tokenized (lock held)."""
-        deadline = time.perf_counter() + seconds
-        while self.arrivals.count and self.broken is None:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            self.cond.wait(left)
-
     def _run(self) -> None:
         while True:
             with self.cond:
                 queue, items = self._next()
                 self.running_items = items
-            began = time.perf_counter()
             queue.run(items, self)
             with self.cond:
                 self.running_items = []
@@ -189,5 +174,3 @@ class Scheduler:
                 if queue.has_work() and not queue.in_line:  # to the back: the others' turns first
                     queue.in_line = True
                     self._line.append(queue)
-                if self.arrival_wait and self.arrivals.count:
-                    self._await_arrivals(self.arrival_wait * (time.perf_counter() - began))

@@ -43,7 +43,7 @@ def build_models(settings: Settings) -> ServedModels:
     all on one scheduler per worker. A model that cannot be found or served as
     sentence-transformers serves it stops the server (SystemExit) with the message that says why."""
     try:
-        scheduler = Scheduler(settings.max_queued_inputs, settings.max_queued_tokens, settings.arrival_wait)
+        scheduler = Scheduler(settings.max_queued_inputs, settings.max_queued_tokens)
         services = []
         sources = resolve_models(settings)
         check_names([source.model_id for source in sources])  # before loading anything

@@ -157,62 +157,11 @@ def test_failing_the_worker_fails_every_models_requests(world):
         queues["b"].submit([[3]], WAIT)
 
 
-def _arriving(scheduler: Scheduler, queue: Batcher, ids: list[int], release: threading.Event):
-    """A request thread: counted as arriving (being tokenized) until ``release``, then submits."""
-    def request():
-        with scheduler.arrivals.pending():
-            release.wait(WAIT)
-            return queue.submit([ids], WAIT)
-    return request
-
-
-def test_a_free_model_waits_for_requests_being_tokenized_to_join_its_next_pass(world):
-    log, scheduler, queues, pool = world
-    scheduler.arrival_wait = 1000.0  # bounded by the arrivals here, not by the pass's length
-    first = pool.submit(queues["a"].submit, [[1]], WAIT)
-    assert log.entered.wait(WAIT)
-    queued = pool.submit(queues["a"].submit, [[2]], WAIT)
-    _queued(scheduler, 1)
-    release = threading.Event()
-    late = pool.submit(_arriving(scheduler, queues["a"], [3], release))
-    for _ in range(500):
-        if scheduler.arrivals.count:
-            break
-        threading.Event().wait(0.01)
-    log.gate.set()  # the pass ends while one request is still being tokenized
-    threading.Event().wait(0.2)
-    assert log.passes == [("a", 1)]  # nothing ran without it
-    release.set()
-    for future in (first, queued, late):
-        future.result(WAIT)
-    assert log.passes == [("a", 1), ("a", 2)]  # it joined the next pass
-    assert scheduler.arrivals.count == 0
-
-
-def test_without_arrival_wait_or_arrivals_the_next_pass_runs_at_once(world):
-    log, scheduler, queues, pool = world
-    first = pool.submit(queues["a"].submit, [[1]], WAIT)
-    assert log.entered.wait(WAIT)
-    queued = pool.submit(queues["a"].submit, [[2]], WAIT)
-    _queued(scheduler, 1)
-    release = threading.Event()
-    late = pool.submit(_arriving(scheduler, queues["a"], [3], release))  # arrival_wait is 0: no wait
-    log.gate.set()
-    queued.result(WAIT)
-    assert log.passes == [("a", 1), ("a", 1)]
-    release.set()
-    late.result(WAIT)
-    first.result(WAIT)
-    scheduler.arrival_wait = 1000.0  # a lone request with none arriving: no wait either
-    assert queues["b"].submit([[5]], WAIT).vectors.tolist() == [[1, 5]]
-    assert scheduler.arrivals.count == 0
-
-
 def test_a_request_is_refused_by_its_estimate_before_it_is_tokenized(world):
     log, scheduler, queues, pool = world
     with scheduler.arrivals.pending(1, 10**9):  # alone: always admitted, whatever its estimate
         assert scheduler.arrivals.tokens == 10**9
-    assert scheduler.arrivals.count == scheduler.arrivals.tokens == 0
+    assert scheduler.arrivals.inputs == scheduler.arrivals.tokens == 0
     first = pool.submit(queues["a"].submit, [[1]], WAIT)
     assert log.entered.wait(WAIT)
     queued = pool.submit(queues["a"].submit, [[2, 3]], WAIT)
@@ -226,7 +175,7 @@ def test_a_request_is_refused_by_its_estimate_before_it_is_tokenized(world):
                 with scheduler.arrivals.pending(scheduler.max_queued_inputs - 1, 1):
                     pass
             pool.submit(other).result(WAIT)
-    assert scheduler.arrivals.count == scheduler.arrivals.inputs == scheduler.arrivals.tokens == 0
+    assert scheduler.arrivals.inputs == scheduler.arrivals.tokens == 0
     log.gate.set()
     first.result(WAIT)
     queued.result(WAIT)
