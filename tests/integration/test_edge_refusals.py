@@ -192,3 +192,54 @@ def test_other_upgrades_are_ignored_and_served_over_http_1_1(server):
                                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
     assert status == 400 and headers["content-type"] == "application/json", answer
     assert json.loads(answer)["error_type"] == "bad_request"
+
+
+# --- the bad-input battery through urllib ------------------------------------------------------------
+
+def _battery() -> list[tuple[str, str, bytes | None, dict, int]]:
+    """(method, path, body, headers, status): what a new user or an attacker sends, each refused."""
+    too_many = json.dumps({"inputs": ["a"] * 257}).encode()
+    too_long = json.dumps({"inputs": "word " * 4001}).encode()
+    return [
+        ("POST", "/embed", b"{not json", {}, 400),
+        ("POST", "/embed", b"[1, 2]", {}, 422),
+        ("POST", "/embed", b'{"inputs": []}', {}, 422),
+        ("POST", "/embed", b'{"inputs": "   "}', {}, 422),
+        ("POST", "/embed", b'{"inputs": 42}', {}, 422),
+        ("POST", "/embed", too_many, {}, 422),
+        ("POST", "/embed", too_long, {}, 422),
+        ("POST", "/embed", b'{"inputs": "word ' + b"word " * 300 + b'", "truncate": false}', {}, 422),
+        ("POST", "/embed", b'{"inputs": "a", "dimensions": 9999}', {}, 422),
+        ("POST", "/embed", b'{"inputs": "a", "truncation_direction": "left"}', {}, 422),
+        ("POST", "/embed", b'{"inputs": "a"}', {"Content-Type": "text/plain"}, 415),
+        ("POST", "/embed", _big(LIMIT + 100_000), {}, 413),
+        ("POST", "/v1/embeddings", b'{"model": "no-such-model", "input": "a"}', {}, 404),
+        ("POST", "/v1/embeddings", b'{"model": "all-MiniLM-L6-v2", "input": [[1, 2, 3]]}', {}, 422),
+        ("POST", "/v1/embeddings", b'{"input": "a", "encoding_format": "int8"}', {}, 422),
+        ("POST", "/tokenize", json.dumps({"inputs": ["a " * 10_000] * 7}).encode(), {}, 422),
+        ("POST", "/decode", b'{"ids": [[-1]]}', {}, 422),
+        ("POST", "/rerank", b'{"query": "q", "texts": ["a"]}', {}, 404),
+        ("POST", "/similarity", b'{"inputs": {"source_sentence": "a"}}', {}, 422),
+        ("GET", "/embed", None, {}, 405),
+        ("POST", "/no/such/route", b"{}", {}, 404),
+    ]
+
+
+def test_the_bad_input_battery_through_urllib_is_read_as_json_and_never_reset(server):
+    """Python's urllib sends the whole body before it reads: every refusal is read whole, as JSON
+    with its status, not a reset or a 500; the server serves normally afterwards."""
+    seen = []
+    for method, path, body, headers, status in _battery():
+        req = urllib.request.Request(server.url + path, data=body, method=method,
+                                     headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                got, answer = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            got, answer = e.code, e.read()
+            assert e.headers["Content-Type"] == "application/json", (path, e.headers)
+        seen.append((method, path, status, got, answer[:200]))
+        assert "error" in json.loads(answer), answer[:300]
+    wrong = [s for s in seen if s[2] != s[3]]
+    assert not wrong, wrong
+    assert requests.post(server.url + "/embed", json={"inputs": "still fine"}, timeout=60).status_code == 200
