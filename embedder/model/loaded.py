@@ -5,6 +5,7 @@ scores."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,19 @@ from .tokenizer import Tokenizer
 #: Characters of text tokenized at once (a text longer than this goes alone): bounds the tokens a
 #: request holds before they are cut to the model's limit, at no cost to short texts' batching.
 TOKENIZE_CHUNK_CHARS = 65536
+
+
+def chunks(texts: list[str]) -> Iterator[tuple[int, int]]:
+    """``(begin, end)`` of consecutive runs of ``texts`` of at most :data:`TOKENIZE_CHUNK_CHARS`
+    characters (a longer text alone)."""
+    begin = 0
+    while begin < len(texts):
+        end, chars = begin, 0
+        while end < len(texts) and (end == begin or chars + len(texts[end]) <= TOKENIZE_CHUNK_CHARS):
+            chars += len(texts[end])
+            end += 1
+        yield begin, end
+        begin = end
 
 
 @dataclass
@@ -70,22 +84,15 @@ class LoadedModel:
 
     def token_ids(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text with special tokens, truncated to the model's limit. Tokenized a
-        few texts at a time (:data:`TOKENIZE_CHUNK_CHARS`), each cut before the next are read: a
-        request of long texts never holds all their tokens at once (256 texts of 16k characters
-        are 2 M tokens, of which 64 k are kept), and one over the limit without ``truncate`` stops
-        at its chunk."""
+        chunk at a time (:func:`chunks`), each cut before the next is read: a request of long
+        texts never holds all their tokens at once (256 texts of 16k characters are 2 M tokens, of
+        which 64 k are kept), and one over the limit without ``truncate`` stops at its chunk."""
         out: list[list[int]] = []
-        begin = 0
-        while begin < len(texts):
-            end, chars = begin, 0
-            while end < len(texts) and (end == begin or chars + len(texts[end]) <= TOKENIZE_CHUNK_CHARS):
-                chars += len(texts[end])
-                end += 1
+        for begin, end in chunks(texts):
             try:
                 out += self.wrap_ids(self.tokenizer.content_ids(texts[begin:end]), truncate)
             except TooManyTokens as exc:
                 raise TooManyTokens(begin + exc.index, exc.tokens, exc.limit) from None
-            begin = end
         return out
 
     def wrap_ids(self, content: list[list[int]], truncate: bool) -> list[list[int]]:
@@ -114,20 +121,21 @@ class LoadedModel:
             raise TypeError(f"{self.model_id} is not a reranker")
         if max_tokens_per_doc is not None and max_tokens_per_doc < 1:
             raise ValueError(f"max_tokens_per_doc {max_tokens_per_doc}: at least 1")
-        query_ids, *content = self.tokenizer.content_ids([query, *documents])
+        (query_ids,) = self.tokenizer.content_ids([query])
         fixed = template.special + len(query_ids)
         room = self.max_input_tokens - fixed
         if room < 1:
             raise QueryTooLong(fixed, self.max_input_tokens)
         out = []
-        for index, ids in enumerate(content):
-            if max_tokens_per_doc is not None:
-                ids = ids[:max_tokens_per_doc]
-            if len(ids) > room:
-                if not truncate:
-                    raise TooManyTokens(index, fixed + len(ids), self.max_input_tokens)
-                ids = ids[:room]
-            out.append(template.assemble(query_ids, ids, self.uses_token_type_ids))
+        for begin, end in chunks(documents):  # as token_ids: each chunk cut before the next is read
+            for index, ids in enumerate(self.tokenizer.content_ids(documents[begin:end]), begin):
+                if max_tokens_per_doc is not None:
+                    ids = ids[:max_tokens_per_doc]
+                if len(ids) > room:
+                    if not truncate:
+                        raise TooManyTokens(index, fixed + len(ids), self.max_input_tokens)
+                    ids = ids[:room]
+                out.append(template.assemble(query_ids, ids, self.uses_token_type_ids))
         return out
 
     def activate(self, logits: np.ndarray) -> np.ndarray:

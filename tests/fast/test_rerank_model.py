@@ -211,6 +211,23 @@ def test_a_document_over_the_room_is_refused_without_truncation(short):
     assert len(model.pair_ids("guitar", documents, truncate=False, max_tokens_per_doc=5)) == 3
 
 
+def test_documents_are_tokenized_a_chunk_at_a_time_with_the_same_pairs(short, monkeypatch):
+    """As embedding inputs: the documents a few at a time, each cut before the next are read (1,000
+    documents of 20k characters never held whole); the same pairs, and a refusal names its index."""
+    from embedder.model import loaded
+
+    model, _ = short
+    documents = ["a man is playing a guitar", " ".join(["soccer"] * 40), "東京 🍕 café", "", "a b c " * 30]
+    whole = model.pair_ids("guitar", documents, truncate=True)
+    monkeypatch.setattr(loaded, "TOKENIZE_CHUNK_CHARS", 30)
+    assert len(list(loaded.chunks(documents))) > 2
+    assert [(list(p), p.type_ids) for p in model.pair_ids("guitar", documents, truncate=True)] == \
+        [(list(p), p.type_ids) for p in whole]
+    with pytest.raises(TooManyTokens) as info:
+        model.pair_ids("guitar", ["fits", "fits", *documents], truncate=False)
+    assert info.value.index == 3
+
+
 def test_a_query_that_leaves_no_room_is_refused(short):
     model, hf = short
     words = ["guitar"] * (LIMIT - 4)  # 3 special tokens: room for exactly one document token
