@@ -18,7 +18,7 @@ import numpy as np
 from ..model.errors import QueryTooLong as QueryTooLongForModel
 from ..model.errors import TooManyTokens
 from .errors import InputTooLong, QueryTooLong
-from .service import WARMUP_TEXT, ModelService
+from .service import WARMUP_TEXT, ModelService, estimated_tokens
 
 
 @dataclass
@@ -69,7 +69,8 @@ class RerankService(ModelService):
         # As an embedding request: admitted by its characters before tokenizing (embedder.core.service).
         limit, query = self.model.max_input_tokens, len(request.query)
         special = self.model.pair_template.special
-        estimate = sum(min(query + len(document) + special, limit) for document in request.documents)
+        estimate = sum(min(estimated_tokens(query + len(document)) + special, limit)
+                       for document in request.documents)
         with self.batcher.scheduler.arrivals.pending(len(request.documents), estimate):
             try:
                 pairs = self.model.pair_ids(request.query, request.documents, request.truncate,
