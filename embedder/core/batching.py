@@ -26,7 +26,7 @@ from metrics import definitions as m
 
 from .batch_plan import OnlineCost, split
 from .errors import ClientGone, Overloaded, TimedOut, Unavailable
-from .scheduler import Scheduler
+from .scheduler import Arrival, Scheduler
 
 log = logging.getLogger("embedder.batching")
 
@@ -172,8 +172,9 @@ class Batcher:
 
     # -- request side ----------------------------------------------------------------------
     def submit(self, token_ids: list[list[int]], timeout: float,
-               gone: Callable[[], bool] | None = None) -> Result:
-        """Queue one request's inputs and wait for their raw vectors, in order.
+               gone: Callable[[], bool] | None = None, arrival: Arrival | None = None) -> Result:
+        """Queue one request's inputs and wait for their raw vectors, in order. ``arrival``, its
+        admission before tokenizing (``scheduler.py``), is released as the inputs reach the queue.
 
         Refused (Overloaded) when the worker's queue is full (inputs or tokens, over all its
         models), or when the work queued ahead plus this request's would not finish within
@@ -193,19 +194,15 @@ class Batcher:
         with self._cond:
             if scheduler.broken is not None:
                 raise Unavailable(f"worker not serving: {scheduler.broken}")
+            if arrival is not None:
+                arrival.release()
             if scheduler.queued_inputs:
-                if scheduler.queued_inputs + len(items) > scheduler.max_queued_inputs:
-                    raise Overloaded(f"server busy: {scheduler.queued_inputs} inputs already queued in this "
-                                     "worker; retry shortly")
-                if scheduler.queued_tokens + tokens > scheduler.max_queued_tokens:
-                    raise Overloaded(f"server busy: {scheduler.queued_tokens} tokens already queued in this "
-                                     f"worker, {tokens} more with this request; retry shortly")
+                scheduler.admit(len(items), tokens)
                 ahead = self._seconds_until_done(len(items), tokens)
                 if ahead > timeout:
                     raise Overloaded(f"server busy: about {ahead:.1f} s of work queued in this worker "
                                      f"with this request, more than its {timeout:g} s deadline; retry later")
             job.pending, job.mean_tokens = items, tokens / len(items)
-            scheduler.arrivals.arrived()
             self._jobs.append(job)
             self._count(len(items), tokens)
             scheduler.wake(self)

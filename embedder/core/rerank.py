@@ -71,7 +71,7 @@ class RerankService(ModelService):
         special = self.model.pair_template.special
         estimate = sum(min(estimated_tokens(query + len(document)) + special, limit)
                        for document in request.documents)
-        with self.batcher.scheduler.arrivals.pending(len(request.documents), estimate):
+        with self.batcher.scheduler.arrivals.pending(len(request.documents), estimate) as arrival:
             try:
                 pairs = self.model.pair_ids(request.query, request.documents, request.truncate,
                                             request.max_tokens_per_doc)
@@ -80,7 +80,7 @@ class RerankService(ModelService):
             except QueryTooLongForModel as exc:
                 raise QueryTooLong(exc.tokens, exc.limit) from None
             tokenized = time.perf_counter()
-            result = self.batcher.submit(pairs, self.settings.request_timeout, gone)
+            result = self.batcher.submit(pairs, self.settings.request_timeout, gone, arrival)
         logits = result.vectors[:, 0]
         scores = logits if request.raw_scores else self.model.activate(logits)
         scores = np.asarray(scores, dtype=np.float32)

@@ -18,52 +18,57 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import Overloaded
 
 
+class Arrival:
+    """One request's place among the arrivals: the inputs and estimated tokens it was admitted with,
+    held until its inputs are queued (its queue's submit releases it) or it gives up."""
+
+    __slots__ = ("arrivals", "inputs", "tokens")
+
+    def __init__(self, arrivals: Arrivals, inputs: int, tokens: int):
+        self.arrivals, self.inputs, self.tokens = arrivals, inputs, tokens
+
+    def release(self) -> None:
+        """Give back what it holds, once (lock held)."""
+        arrivals = self.arrivals
+        if arrivals is not None:
+            arrivals.inputs -= self.inputs
+            arrivals.tokens -= self.tokens
+            self.arrivals = None
+
+
 class Arrivals:
     """Requests of this worker whose inputs are being tokenized: accepted, not queued yet. Each
-    request thread counts once, from :meth:`pending` until its inputs are queued (``arrived``,
-    called by its queue's submit) or it ends without queuing. Each holds, meanwhile, the inputs
-    and tokens it was admitted with: an estimate made before tokenizing, so a full worker refuses
-    a request before it spends time and memory on its text."""
+    holds the inputs and tokens it was admitted with, an estimate made before tokenizing, so a
+    full worker refuses a request before it spends time and memory on its text."""
 
     def __init__(self, scheduler: Scheduler):
         self._scheduler = scheduler
-        self._cond = scheduler.cond
-        self._open = threading.local()
         #: What the requests being tokenized were admitted with (inputs, estimated tokens).
         self.inputs = 0
         self.tokens = 0
 
     @contextmanager
-    def pending(self, inputs: int = 0, tokens: int = 0):
-        """Count this thread's request as arriving, admitted with ``inputs`` inputs of about
-        ``tokens`` tokens: Overloaded when, with what is queued and arriving, they would take the
-        worker past its queue limits (a request alone is always admitted)."""
-        with self._cond:
-            opened = not getattr(self._open, "value", False)
-            if opened:
-                self._scheduler.admit(inputs, tokens)
-                self._open.value = (inputs, tokens)
-                self.inputs += inputs
-                self.tokens += tokens
+    def pending(self, inputs: int, tokens: int) -> Iterator[Arrival]:
+        """Admit a request of ``inputs`` inputs of about ``tokens`` tokens (Overloaded when, with
+        what is queued and arriving, they would take the worker past its queue limits; a request
+        alone is always admitted) and hold them until its :class:`Arrival` is released."""
+        cond = self._scheduler.cond
+        with cond:
+            self._scheduler.admit(inputs, tokens, estimate=True)
+            self.inputs += inputs
+            self.tokens += tokens
+        arrival = Arrival(self, inputs, tokens)
         try:
-            yield
+            yield arrival
         finally:
-            if opened:
-                with self._cond:
-                    self.arrived()
-
-    def arrived(self) -> None:
-        """This thread's request has queued its inputs, or gives up (lock held)."""
-        held = getattr(self._open, "value", False)
-        if held:
-            self._open.value = False
-            self.inputs -= held[0]
-            self.tokens -= held[1]
+            with cond:
+                arrival.release()
 
 
 class Scheduler:
@@ -119,19 +124,22 @@ class Scheduler:
             self.queued_inputs = self.queued_tokens = 0
 
     # -- the queues' side (called with the lock held) ------------------------------------------------
-    def admit(self, inputs: int, tokens: int) -> None:
-        """Overloaded when ``inputs`` more inputs of ``tokens`` tokens would take what is queued
-        and arriving past the worker's limits; always admitted when nothing is (lock held)."""
-        held_inputs = self.queued_inputs + self.arrivals.inputs
-        held_tokens = self.queued_tokens + self.arrivals.tokens
+    def admit(self, inputs: int, tokens: int, estimate: bool = False) -> None:
+        """Overloaded when ``inputs`` more inputs of ``tokens`` tokens would take the worker past
+        its queue limits; always admitted when nothing is held (lock held). What is queued counts;
+        with ``estimate`` (before tokenizing) the requests being tokenized count too."""
+        held_inputs, held_tokens, where, about = self.queued_inputs, self.queued_tokens, "queued", ""
+        if estimate:
+            held_inputs += self.arrivals.inputs
+            held_tokens += self.arrivals.tokens
+            where, about = "queued or being tokenized", "about "
         if not held_inputs:
             return
         if held_inputs + inputs > self.max_queued_inputs:
-            raise Overloaded(f"server busy: {held_inputs} inputs already queued or being tokenized in this "
-                             "worker; retry shortly")
+            raise Overloaded(f"server busy: {held_inputs} inputs already {where} in this worker; retry shortly")
         if held_tokens + tokens > self.max_queued_tokens:
-            raise Overloaded(f"server busy: about {held_tokens} tokens already queued or being tokenized in "
-                             f"this worker, about {tokens} more with this request; retry shortly")
+            raise Overloaded(f"server busy: {about}{held_tokens} tokens already {where} in this worker, "
+                             f"{about}{tokens} more with this request; retry shortly")
 
     def wake(self, queue) -> None:
         """``queue`` has inputs waiting: put it in line if it is not (the queue whose pass runs

@@ -260,10 +260,10 @@ class EmbeddingService(ModelService):
         ClientGone (``errors.py``)."""
         began = time.perf_counter()
         # Admitted by an estimate before tokenizing, counted as arriving until its inputs are queued.
-        with self.batcher.scheduler.arrivals.pending(request.count, self._estimated_tokens(request)):
+        with self.batcher.scheduler.arrivals.pending(request.count, self._estimated_tokens(request)) as arrival:
             ids = self._token_ids(request)
             tokenized = time.perf_counter()
-            result = self.batcher.submit(ids, self.settings.request_timeout, gone)
+            result = self.batcher.submit(ids, self.settings.request_timeout, gone, arrival)
         vectors = result.vectors
         if request.dimensions:
             vectors = vectors[:, : request.dimensions]
