@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import gc
 import importlib.util
 from pathlib import Path
 
@@ -37,25 +36,13 @@ import numpy as np
 import pytest
 import requests
 
-pytestmark = [
-    pytest.mark.integration,
-    # Allowed here only: the clients' own connection pools. huggingface_hub's AsyncInferenceClient
-    # (also inside LangChain's and LlamaIndex's TEI classes), langchain-openai's, LlamaIndex's and
-    # litellm's async HTTP clients are made and kept by the library, used as its docs say, and never
-    # closed, so the garbage collector finds their sockets and asyncio transports open.
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore:unclosed transport:ResourceWarning"),
-]
+import client_pools
+from client_pools import collect_client_pools  # noqa: F401 (autouse: collects what the clients left open)
+
+# Allowed here only: the client libraries' own connection pools (tests/support/client_pools.py).
+pytestmark = [pytest.mark.integration, *client_pools.ALLOWED]
 TOL = 1e-5
 TIMEOUT = 60  # seconds: every client call here is bounded by this
-
-
-@pytest.fixture(autouse=True)
-def _collect_the_clients_pools():
-    """Collect what each test's clients left open while this module's allowance above applies, so
-    that no later test meets their ResourceWarnings."""
-    yield
-    gc.collect()
 
 
 def bounded(fn, *args, **kwargs):

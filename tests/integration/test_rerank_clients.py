@@ -20,36 +20,24 @@ What each client sends (read from its source):
 
 from __future__ import annotations
 
-import gc
-
 import numpy as np
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+import client_pools
 import tiny_models as tiny
 from bench.harness.servers import Gunicorn
+from client_pools import collect_client_pools  # noqa: F401 (autouse: collects what the clients left open)
 
-pytestmark = [
-    pytest.mark.integration,
-    # Allowed here only (as tests/integration/test_clients.py): the connection pools the clients make
-    # and keep (cohere's and litellm's httpx clients), used as their docs say and never closed.
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore:unclosed transport:ResourceWarning"),
-]
+# Allowed here only: the client libraries' own connection pools (tests/support/client_pools.py).
+pytestmark = [pytest.mark.integration, *client_pools.ALLOWED]
 TOL = 1e-5
 TIMEOUT = 60  # seconds: every client call here is bounded by this
 QUERY = "Who is playing a guitar?"
 EMBEDDER = "tiny-embedder"
 RERANKER = "tiny-reranker"
 DOCUMENTS = tiny.TEXTS  # CJK, emoji, and the last one over the reranker's 128 tokens
-
-
-@pytest.fixture(autouse=True)
-def _collect_the_clients_pools():
-    """Collect what each test's clients left open while this module's allowance above applies."""
-    yield
-    gc.collect()
 
 
 @pytest.fixture(scope="module")
